@@ -1,0 +1,118 @@
+"""The exception hierarchy of pyerl_node (DESIGN.md, "Errors").
+
+Errors split by fault, as h11 does: ``LocalProtocolError`` when our caller misused the API,
+``RemoteProtocolError`` when the peer sent something wrong. Exceptions carry fields and say
+what was expected and what arrived; they never log themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ErlNodeError(Exception):
+    """Root of every error raised by pyerl_node."""
+
+
+class ProtocolError(ErlNodeError):
+    """A protocol rule was broken."""
+
+
+class LocalProtocolError(ProtocolError):
+    """The API was used in a way the protocol does not allow (our side's fault)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent bytes that break the protocol (the peer's fault)."""
+
+
+class HandshakeError(RemoteProtocolError):
+    """The distribution handshake failed."""
+
+    def __init__(self, message: str, *, peer: str | None = None) -> None:
+        super().__init__(message if peer is None else f"{peer}: {message}")
+        self.peer = peer
+
+
+class AuthenticationError(HandshakeError):
+    """The peer's cookie digest did not match ours (or ours did not match theirs)."""
+
+
+class MissingFlags(HandshakeError):
+    """The peer lacks distribution flags we require (or we lack flags it requires)."""
+
+    def __init__(self, message: str, *, peer: str | None = None, missing: int = 0) -> None:
+        super().__init__(message, peer=peer)
+        self.missing = missing
+
+
+class NetTickTimeout(RemoteProtocolError):
+    """Nothing was received from the peer within net_ticktime."""
+
+
+class DecodeError(RemoteProtocolError, ValueError):
+    """Bytes that are not a valid external term.
+
+    ``offset`` is where decoding stopped in the input and ``tag`` the ETF tag being decoded
+    there (``None`` when the problem is not tied to one tag).
+    """
+
+    def __init__(self, message: str, *, offset: int = 0, tag: int | None = None) -> None:
+        where = f" at offset {offset}" + ("" if tag is None else f" (tag {tag})")
+        super().__init__(message + where)
+        self.offset = offset
+        self.tag = tag
+
+
+class EncodeError(LocalProtocolError, ValueError):
+    """A Python value that has no external term representation."""
+
+    def __init__(self, message: str, *, value: Any = None) -> None:
+        super().__init__(message)
+        self.value = value
+
+
+class ConnectionLost(ErlNodeError):
+    """The connection to a peer closed or failed."""
+
+
+class NodeDown(ErlNodeError):
+    """A node could not be reached, or went down while we waited on it."""
+
+
+class EpmdError(ErlNodeError):
+    """EPMD could not be reached or answered with an error."""
+
+
+class NameInUse(EpmdError):
+    """EPMD refused a registration because the name is taken."""
+
+
+class NodeNotFound(EpmdError):
+    """EPMD does not know the node."""
+
+
+class NoProc(ErlNodeError):
+    """The process does not exist (or no longer does)."""
+
+
+class ProcessExit(ErlNodeError):
+    """A process received an exit signal; ``reason`` holds the Erlang exit reason."""
+
+    def __init__(self, reason: Any, *, sender: Any = None) -> None:
+        super().__init__(f"exit: {reason!r}")
+        self.reason = reason
+        self.sender = sender
+
+
+class RpcError(ErlNodeError):
+    """A remote call failed; ``reason`` holds the Erlang reason term."""
+
+    def __init__(self, reason: Any, *, kind: str = "badrpc") -> None:
+        super().__init__(f"{kind}: {reason!r}")
+        self.reason = reason
+        self.kind = kind
+
+
+class CallTimeout(ErlNodeError, TimeoutError):
+    """A call did not get its reply in time."""
