@@ -1,0 +1,288 @@
+"""One TCP connection to a peer node: the thin asyncio layer over the sans-I/O machines.
+
+A :class:`Channel` is an ``asyncio.Protocol``. It feeds received bytes to the handshake
+machine, then to the :class:`~pyerl_node.connection.Connection`, hands the resulting control
+messages to the node, and writes what the machines queue. Writes are batched: however many
+messages are sent in one event-loop iteration, they leave in one ``writelines`` call. The
+connection's timer (ticks, net_ticktime) is one ``call_at`` handle, re-armed after each event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from pyerl_node import epmd_client
+from pyerl_node.connection import BadFrame, Connection
+from pyerl_node.control import ControlMessage, UnknownControl
+from pyerl_node.errors import (
+    ConnectionLost,
+    ErlNodeError,
+    HandshakeError,
+    NodeDown,
+    RemoteProtocolError,
+)
+from pyerl_node.flags import DistFlag
+from pyerl_node.handshake import (
+    AcceptorHandshake,
+    HandshakeComplete,
+    InitiatorHandshake,
+    NameReceived,
+    Status,
+    StatusReceived,
+)
+from pyerl_node.names import parse_node_name
+from pyerl_node.terms import Atom
+
+if TYPE_CHECKING:
+    from pyerl_node.node import Node
+
+log = logging.getLogger("pyerl_node.channel")
+
+# Senders wait (``drain``) while more than this is queued for the socket: bounded memory.
+_HIGH_WATER = 4 * 1024 * 1024
+_HANDSHAKE_TIMEOUT = 7.0  # net_setuptime's default
+
+
+class Channel(asyncio.Protocol):
+    """The connection to one peer, from the first handshake byte to the close."""
+
+    def __init__(self, node: Node, *, initiator: bool, peer: Atom | None = None) -> None:
+        self.node = node
+        self.initiator = initiator
+        self.peer: Atom = peer if peer is not None else Atom("")
+        self.flags = DistFlag(0)
+        self.visible = False
+        self.handshake_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._handshake: InitiatorHandshake | AcceptorHandshake | None = None
+        self._conn: Connection | None = None
+        self._flush_pending = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._paused_writing = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(high=_HIGH_WATER)
+        node = self.node
+        common = {
+            "local_name": node.node_atom.name,
+            "cookie": node.cookie,
+            "flags": node.flags,
+            "creation": node.creation,
+            "challenge_source": node.challenge_source,
+        }
+        if self.initiator:
+            hs = InitiatorHandshake(peer_name=self.peer.name, **common)  # type: ignore[arg-type]
+            hs.start()
+        else:
+            hs = AcceptorHandshake(**common)  # type: ignore[arg-type]
+        self._handshake = hs
+        self._timer = self._loop.call_later(_HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        self._write_handshake()
+
+    def data_received(self, data: bytes) -> None:
+        if self._conn is not None:
+            try:
+                events = self._conn.receive_data(data, self._loop.time())
+            except RemoteProtocolError as exc:
+                self._fail(exc)
+                return
+            dispatch = self.node.dispatch
+            for event in events:
+                if type(event) is BadFrame:
+                    log.warning("bad frame from %s: %s", self.peer.name, event.error)
+                elif type(event) is UnknownControl:
+                    log.info("unknown control message from %s: %r", self.peer.name, event)
+                else:
+                    try:
+                        dispatch(self, event)
+                    except Exception:
+                        # a bug in handling one message must not take the connection down
+                        log.exception("handling %r from %s failed", event, self.peer.name)
+            self._schedule_flush()
+            return
+        self._handshake_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+        if not self.handshake_done.done():
+            self.handshake_done.set_exception(
+                ConnectionLost(f"{self.peer.name or 'peer'} closed during the handshake")
+            )
+            self.handshake_done.exception()
+            return
+        self.node.channel_down(self)
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    # -- handshake -------------------------------------------------------------------------------
+
+    def _handshake_data(self, data: bytes) -> None:
+        hs = self._handshake
+        assert hs is not None
+        try:
+            for event in hs.receive_data(data):
+                if isinstance(event, NameReceived):
+                    self._on_name(event)
+                elif isinstance(event, StatusReceived):
+                    self._on_status(event)
+                elif isinstance(event, HandshakeComplete):
+                    self._write_handshake()
+                    self._on_complete(event)
+                    return
+            self._write_handshake()
+        except ErlNodeError as exc:
+            self._write_handshake()
+            self._fail(exc)
+
+    def _on_name(self, event: NameReceived) -> None:
+        assert isinstance(self._handshake, AcceptorHandshake)
+        try:
+            parse_node_name(event.peer_name)
+        except ErlNodeError:
+            self._handshake.accept(Status.NOT_ALLOWED)
+            raise
+        self.peer = Atom(event.peer_name)
+        self._handshake.accept(self.node.accept_decision(self.peer))
+
+    def _on_status(self, event: StatusReceived) -> None:
+        assert isinstance(self._handshake, InitiatorHandshake)
+        if event.status is Status.ALIVE:
+            # We dialled because we have no connection: the peer's one is stale.
+            self._handshake.answer_alive(True)
+
+    def _on_complete(self, event: HandshakeComplete) -> None:
+        assert self._transport is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self.peer = Atom(event.peer_name)
+        self.flags = event.flags
+        self.visible = bool(event.flags & DistFlag.PUBLISHED) and not self.node.hidden
+        now = self._loop.time()
+        self._conn = Connection(
+            local_node=self.node.node_atom.name,
+            peer_node=event.peer_name,
+            flags=event.flags,
+            now=now,
+            net_ticktime=self.node.net_ticktime,
+        )
+        self._handshake = None
+        self.handshake_done.set_result(None)
+        self.node.channel_up(self)
+        self._arm_timer()
+        if event.trailing:
+            self.data_received(bytes(event.trailing))
+
+    def _handshake_timeout(self) -> None:
+        self._fail(HandshakeError("handshake timed out", peer=self.peer.name or None))
+
+    def _write_handshake(self) -> None:
+        if self._handshake is not None and self._transport is not None:
+            out = self._handshake.data_to_send()
+            if out:
+                self._transport.write(out)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._conn is None:
+            log.warning("handshake with %s failed: %s", self.peer.name or "peer", exc)
+            if not self.handshake_done.done():
+                self.handshake_done.set_exception(exc)
+                self.handshake_done.exception()
+            if not self.initiator:
+                self.node.channel_failed(self.peer if self.peer.name else None, exc)
+        else:
+            log.warning("connection to %s failed: %s", self.peer.name, exc)
+        self.close()
+
+    # -- connected -------------------------------------------------------------------------------
+
+    def send(self, msg: ControlMessage) -> None:
+        """Queue one control message; it leaves with the next batched write."""
+        conn = self._conn
+        if conn is None or self._closed:
+            return
+        conn.send(msg)
+        self._schedule_flush()
+
+    async def drain(self) -> None:
+        """Wait while the socket's outbound buffer is above its high-water mark."""
+        if self._paused_writing and not self._closed:
+            waiter = self._drain_waiter
+            if waiter is None or waiter.done():
+                waiter = self._drain_waiter = self._loop.create_future()
+            await waiter
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        if self._conn is None or self._transport is None or self._closed:
+            return
+        chunks = self._conn.data_to_send()
+        if chunks:
+            self._transport.writelines(chunks)
+
+    def _arm_timer(self) -> None:
+        if self._conn is None or self._closed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(self._conn.get_timer(), self._on_timer)
+
+    def _on_timer(self) -> None:
+        assert self._conn is not None
+        try:
+            self._conn.handle_timer(self._loop.time())
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+            return
+        self._flush()
+        self._arm_timer()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._transport is not None and not self._closed:
+            self._flush()
+            self._closed = True
+            self._transport.close()
+
+
+async def dial(node: Node, peer: Atom) -> Channel:
+    """Connect to ``peer`` (EPMD lookup, TCP, handshake as initiator)."""
+    name = parse_node_name(peer.name)
+    try:
+        address = await epmd_client.port_please(name.alive, name.host, epmd_port=node.epmd_port)
+    except epmd_client.EpmdError as exc:
+        raise NodeDown(f"{peer.name}: {exc}") from exc
+    loop = asyncio.get_running_loop()
+    _, channel = await loop.create_connection(
+        lambda: Channel(node, initiator=True, peer=peer), name.host, address.port
+    )
+    try:
+        await channel.handshake_done
+    except BaseException:
+        channel.close()
+        raise
+    return channel

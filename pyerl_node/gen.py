@@ -1,0 +1,161 @@
+"""The generic call protocol both ways: ``gen:call``/``gen_server:cast`` and a GenServer base.
+
+Outbound calls follow NET_KERNEL_RPC.md §1.3: monitor the server, send
+``{'$gen_call', {Me, Mref}, Request}``, wait for ``{Mref, Reply}`` or the DOWN. Inbound calls
+(§1.1/1.2) carry a tag that may hold a process alias (``[alias | Ref]`` from OTP 24+ gen:call,
+``[[alias | Ref] | Mon]`` from OTP 26+ multi_call); replies go to that alias when the
+connection supports ALIAS, as ``gen_server:reply/2`` does, and to the caller's pid otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pyerl_node.errors import CallTimeout, NodeDown, NoProc, ProcessExit
+from pyerl_node.flags import DistFlag
+from pyerl_node.process import DOWN, NOCONNECTION, NOPROC, Process
+from pyerl_node.terms import Atom, ImproperList, Pid, Reference, Term
+
+if TYPE_CHECKING:
+    from pyerl_node.node import Destination, Node
+
+log = logging.getLogger("pyerl_node.gen")
+
+GEN_CALL = Atom("$gen_call")
+GEN_CAST = Atom("$gen_cast")
+_ALIAS = Atom("alias")
+
+From = tuple[Pid, Term]
+
+
+class _NoReply:
+    """Returned by ``handle_call`` when the reply is sent later with :func:`reply`."""
+
+    def __repr__(self) -> str:
+        return "NOREPLY"
+
+
+NOREPLY: Any = _NoReply()
+
+
+def alias_of(tag: Term) -> Reference | None:
+    """The alias inside a call tag ``[alias | Ref]`` or ``[[alias | Ref] | Mon]``, if any."""
+    if type(tag) is ImproperList and len(tag.items) == 1:
+        head = tag.items[0]
+        if head is _ALIAS and isinstance(tag.tail, Reference):
+            return tag.tail
+        if type(head) is ImproperList:
+            return alias_of(head)
+    return None
+
+
+async def reply(node: Node, from_: From, value: Term, *, sender: Pid | None = None) -> None:
+    """Answer a ``$gen_call``: ``{Tag, Value}`` to the alias in the tag, else to the caller."""
+    caller, tag = from_
+    alias = alias_of(tag)
+    if alias is not None and alias.node is not node.node_atom:
+        flags = node.peer_flags(alias.node)
+        if flags is not None and flags & DistFlag.ALIAS:
+            await node.send(alias, (tag, value), sender=sender)
+            return
+    await node.send(caller, (tag, value), sender=sender)
+
+
+async def call(
+    node: Node, dest: Destination, request: Term, *, timeout: float | None = 5.0
+) -> Term:
+    """``gen_server:call(Dest, Request, Timeout)`` from Python.
+
+    Raises :class:`NoProc` if the server does not exist, :class:`NodeDown` if its node is
+    unreachable or goes down, :class:`ProcessExit` if it dies before replying, and
+    :class:`CallTimeout` after ``timeout`` seconds.
+    """
+    proc = node.mailbox()
+    try:
+        mref = proc.monitor(dest)  # type: ignore[arg-type]
+        await node.send(dest, (GEN_CALL, (proc.pid, mref), request), sender=proc.pid)
+
+        def is_answer(msg: Term) -> bool:
+            if type(msg) is not tuple:
+                return False
+            if len(msg) == 2:
+                return bool(msg[0] == mref)
+            return len(msg) == 5 and msg[0] is DOWN and msg[1] == mref
+
+        try:
+            answer = await proc.receive(is_answer, timeout)
+        except CallTimeout:
+            raise CallTimeout(f"call to {dest!r} timed out after {timeout} s") from None
+    finally:
+        node.terminate(proc, Atom("normal"))
+    if len(answer) == 2:
+        return answer[1]
+    reason = answer[4]
+    if reason is NOCONNECTION:
+        raise NodeDown(f"{dest!r}: node down during call")
+    if reason is NOPROC:
+        raise NoProc(f"no process {dest!r}")
+    raise ProcessExit(reason)
+
+
+async def cast(node: Node, dest: Destination, message: Term) -> None:
+    """``gen_server:cast(Dest, Message)``: fire and forget."""
+    await node.send(dest, (GEN_CAST, message))
+
+
+class GenServer:
+    """Base class for Python processes that BEAM code calls with ``GenServer.call/cast``.
+
+    Override ``handle_call`` (return the reply, or :data:`NOREPLY` and answer later with
+    ``await self.reply(from_, value)``), ``handle_cast`` and ``handle_info``. Requests are
+    handled one at a time, in arrival order, as a gen_server does. Raising ends the server.
+    """
+
+    process: Process
+
+    async def init(self) -> None:
+        """Called once in the new process before the first message."""
+
+    async def handle_call(self, request: Term, from_: From) -> Term:
+        raise ProcessExit((Atom("bad_call"), request))
+
+    async def handle_cast(self, message: Term) -> None:
+        log.debug("%s: unhandled cast %r", type(self).__name__, message)
+
+    async def handle_info(self, message: Term) -> None:
+        log.debug("%s: unhandled message %r", type(self).__name__, message)
+
+    async def reply(self, from_: From, value: Term) -> None:
+        await reply(self.process.node, from_, value, sender=self.process.pid)
+
+    async def serve(self, proc: Process) -> None:
+        """The receive loop (the body of the server's process)."""
+        self.process = proc
+        await self.init()
+        while True:
+            message = await proc.receive()
+            if type(message) is tuple and len(message) == 3 and message[0] is GEN_CALL:
+                from_ = message[1]
+                if not (type(from_) is tuple and len(from_) == 2 and isinstance(from_[0], Pid)):
+                    await self.handle_info(message)
+                    continue
+                result = await self.handle_call(message[2], from_)
+                if result is not NOREPLY:
+                    await self.reply(from_, result)
+            elif type(message) is tuple and len(message) == 2 and message[0] is GEN_CAST:
+                await self.handle_cast(message[1])
+            else:
+                await self.handle_info(message)
+
+
+def start_server(
+    node: Node,
+    server: GenServer,
+    *,
+    name: Atom | str | None = None,
+    link: Pid | None = None,
+    trap_exit: bool = False,
+) -> Process:
+    """Start ``server`` as a process (registered as ``name`` if given)."""
+    return node.spawn(server.serve, name=name, link=link, trap_exit=trap_exit)
