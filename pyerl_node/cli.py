@@ -1,4 +1,4 @@
-"""``pyerl-node``: run a node, ping a node, list EPMD names.
+"""``pyerl-node``: run a node; ping, rpc or send to a node; list EPMD names.
 
 ``pyerl-node run --name py@127.0.0.1 --cookie C`` serves until SIGINT/SIGTERM, logging
 connections; it starts the Python EPMD in-process when nothing listens on the EPMD port.
@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import json
 import logging
 import secrets
 import signal
 import sys
 
 from pyerl_node import epmd_client
-from pyerl_node.errors import ErlNodeError
+from pyerl_node.errors import ErlNodeError, RpcError
 from pyerl_node.names import make_node_name, parse_node_name
 from pyerl_node.node import Node
+from pyerl_node.term_syntax import TermSyntaxError, format_term, parse
+from pyerl_node.terms import Atom, Term
 
 log = logging.getLogger("pyerl_node.cli")
 
@@ -52,8 +56,20 @@ def _make_node(args: argparse.Namespace, name: str, *, hidden: bool | None = Non
     )
 
 
+def _expose_all(node: Node, specs: list[str]) -> None:
+    """``--expose MODULE[=ALIAS]``: import a Python module and publish it for rpc."""
+    for spec in specs:
+        module_name, _, alias = spec.partition("=")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise SystemExit(f"pyerl-node: cannot import {module_name!r}: {exc}") from exc
+        node.expose(alias or module_name, module)
+
+
 async def _run(args: argparse.Namespace) -> int:
     node = _make_node(args, _node_name(args, "py@127.0.0.1", long=True))
+    _expose_all(node, args.expose)
     await node.start()
     print(f"pyerl_node {node.node_atom.name} listening on port {node.port}", flush=True)
     stop = asyncio.Event()
@@ -68,13 +84,47 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _ping(args: argparse.Namespace) -> int:
-    target = parse_node_name(args.node)
-    # Without --name/--sname, take the target's host: it is reachable from here by definition.
-    name = _node_name(args, f"ping_{secrets.token_hex(3)}@{target.host}", long=target.is_long)
-    async with _make_node(args, name, hidden=True) as node:
+    async with _make_node(args, _client_name(args, args.node), hidden=True) as node:
         ok = await node.ping(args.node, timeout=args.timeout)
     print("pong" if ok else "pang")
     return 0 if ok else 1
+
+
+def _parse_term(text: str, as_json: bool) -> Term:
+    try:
+        return json.loads(text) if as_json else parse(text)
+    except (ValueError, TermSyntaxError) as exc:
+        raise SystemExit(f"pyerl-node: cannot parse {text!r}: {exc}") from exc
+
+
+def _client_name(args: argparse.Namespace, target: str) -> str:
+    # Without --name/--sname, take the target's host: it is reachable from here by definition.
+    host = parse_node_name(target)
+    return _node_name(args, f"cli_{secrets.token_hex(3)}@{host.host}", long=host.is_long)
+
+
+async def _rpc(args: argparse.Namespace) -> int:
+    call_args = _parse_term(args.args, args.json)
+    if not isinstance(call_args, list):
+        raise SystemExit("pyerl-node: ARGS must be a list, e.g. '[1, 2]'")
+    async with _make_node(args, _client_name(args, args.node), hidden=True) as node:
+        try:
+            result = await node.rpc(
+                args.node, args.module, args.function, call_args, timeout=args.timeout
+            )
+        except RpcError as exc:
+            print(format_term((Atom("badrpc"), exc.reason)))
+            return 1
+    print(format_term(result))
+    return 0
+
+
+async def _send(args: argparse.Namespace) -> int:
+    message = _parse_term(args.message, args.json)
+    async with _make_node(args, _client_name(args, args.node), hidden=True) as node:
+        await node.send((Atom(args.name_to), Atom(args.node)), message)
+        await asyncio.sleep(0.1)  # let the frame leave before the connection closes
+    return 0
 
 
 async def _names(args: argparse.Namespace) -> int:
@@ -90,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a node until SIGINT/SIGTERM")
     _add_node_options(run, required=False)
+    run.add_argument(
+        "--expose", action="append", default=[], metavar="MODULE[=ALIAS]",
+        help="publish a Python module for rpc (repeatable)",
+    )
     run.set_defaults(handler=_run)
 
     ping = sub.add_parser("ping", help="ping a node: prints pong or pang")
@@ -97,6 +151,24 @@ def build_parser() -> argparse.ArgumentParser:
     ping.add_argument("--timeout", type=float, default=10.0)
     _add_node_options(ping, required=False)
     ping.set_defaults(handler=_ping)
+
+    rpc = sub.add_parser("rpc", help="rpc:call a function on a node and print the result")
+    rpc.add_argument("node")
+    rpc.add_argument("module")
+    rpc.add_argument("function")
+    rpc.add_argument("args", nargs="?", default="[]", help="argument list, e.g. '[1, foo]'")
+    rpc.add_argument("--json", action="store_true", help="ARGS is JSON instead of Erlang syntax")
+    rpc.add_argument("--timeout", type=float, default=10.0)
+    _add_node_options(rpc, required=False)
+    rpc.set_defaults(handler=_rpc)
+
+    send = sub.add_parser("send", help="send a message to a registered name on a node")
+    send.add_argument("node")
+    send.add_argument("name_to", metavar="NAME")
+    send.add_argument("message", help="the message in Erlang syntax (or JSON with --json)")
+    send.add_argument("--json", action="store_true")
+    _add_node_options(send, required=False)
+    send.set_defaults(handler=_send)
 
     names = sub.add_parser("names", help="list the names registered in EPMD")
     names.add_argument("--host", default="127.0.0.1")
@@ -113,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return asyncio.run(args.handler(args))
+        code: int = asyncio.run(args.handler(args))
+        return code
     except ErlNodeError as exc:
         print(f"pyerl-node: {exc}", file=sys.stderr)
         return 2

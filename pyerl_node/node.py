@@ -29,6 +29,7 @@ from pyerl_node.errors import (
     LocalProtocolError,
     NodeDown,
     ProcessExit,
+    RpcError,
 )
 from pyerl_node.flags import DistFlag, default_flags
 from pyerl_node.handshake import Status
@@ -44,8 +45,10 @@ from pyerl_node.process import (
     Process,
     ProcessBody,
     exit_action,
+    python_exit_reason,
 )
 from pyerl_node.registry import Registry
+from pyerl_node.services import rpc as rpc_service
 from pyerl_node.terms import Atom, Pid, Reference, Term
 
 log = logging.getLogger("pyerl_node")
@@ -58,11 +61,6 @@ Destination = Pid | Atom | str | Reference | tuple[Atom | str, Atom | str]
 
 def _atom(value: Atom | str) -> Atom:
     return value if isinstance(value, Atom) else Atom(value)
-
-
-def _python_exit_reason(exc: BaseException) -> Term:
-    """The exit reason of a Python process that raised: readable on the Erlang side."""
-    return (Atom("python_exception"), type(exc).__name__.encode(), str(exc).encode())
 
 
 class Node:
@@ -98,7 +96,8 @@ class Node:
         self.net_ticktime = net_ticktime
         self.connect_timeout = connect_timeout
         self.challenge_source = challenge_source or (lambda: secrets.randbits(32))
-        self.flags: DistFlag = default_flags(hidden=hidden)
+        self.flags: DistFlag = default_flags(hidden=hidden, spawn=True)
+        self.exposed = rpc_service.Exposed()
         self.creation = 0
         self.registry = Registry(self.node_atom, 0)
         self._channels: dict[Atom, Channel] = {}
@@ -250,7 +249,7 @@ class Node:
                 return
         except Exception as exc:
             log.error("process %r crashed", proc.pid, exc_info=exc)
-            reason = _python_exit_reason(exc)
+            reason = python_exit_reason(exc)
         if proc.alive:
             self.terminate(proc, reason)
 
@@ -340,13 +339,19 @@ class Node:
             return c.AliasSend(from_pid, target, message)
         return c.RegSend(from_pid, target, message)
 
+    def _local_proc(self, target: Term) -> Process | None:
+        """The live local process a pid or registered name stands for."""
+        if type(target) is Pid:
+            return self.registry.get(target)
+        if type(target) is Atom:
+            return self.registry.whereis(target)
+        return None
+
     def _deliver_local(self, target: Term, message: Term) -> None:
-        if isinstance(target, Pid):
-            proc = self.registry.get(target)
-        elif isinstance(target, Reference):
+        if isinstance(target, Reference):
             proc = self._aliases.get(target)
         else:
-            proc = self.registry.whereis(target)
+            proc = self._local_proc(target)
         if proc is not None:
             proc.mailbox.put(message)
 
@@ -381,6 +386,77 @@ class Node:
         from pyerl_node import gen
 
         await gen.cast(self, dest, message)
+
+    # -- rpc -------------------------------------------------------------------------------
+
+    def expose(self, name: Atom | str, obj: object) -> None:
+        """Make ``obj``'s callables callable by rpc/erpc as Erlang module ``name``.
+
+        ``obj`` is a Python module, a dict of functions or an object (its public methods).
+        """
+        self.exposed.expose(name, obj)
+
+    async def erpc(
+        self, node: Atom | str, module: Atom | str, function: Atom | str, args: list[Term],
+        *, timeout: float | None = 5.0,
+    ) -> Term:
+        """``erpc:call/5``: the result, or ``RpcError`` whose ``kind`` is the exception class
+        (``error``, ``exit``, ``throw``) or ``timeout``/``noconnection``/``spawn``.
+        """
+        outcome = await self._erpc_outcome(node, module, function, args, timeout)
+        return rpc_service.raise_for_erpc(outcome)
+
+    async def rpc(
+        self, node: Atom | str, module: Atom | str, function: Atom | str, args: list[Term],
+        *, timeout: float | None = 5.0,
+    ) -> Term:
+        """``rpc:call/5``: the result (or thrown term); ``{badrpc, Reason}`` raises
+        ``RpcError(Reason)``, e.g. ``RpcError(('EXIT', (undef, Stack)))``.
+        """
+        try:
+            outcome = await self._erpc_outcome(node, module, function, args, timeout)
+        except RpcError as exc:
+            reason = Atom("nodedown") if exc.kind in ("noconnection", "nodedown") else exc.reason
+            raise RpcError(reason) from exc
+        return rpc_service.raise_for_rpc(outcome)
+
+    async def multicall(
+        self, nodes: list[Atom | str], module: Atom | str, function: Atom | str,
+        args: list[Term], *, timeout: float | None = 5.0,
+    ) -> tuple[list[Term], list[Atom]]:
+        """``rpc:multicall/5``: (results of the nodes that answered, nodes that did not)."""
+        outcomes = await asyncio.gather(
+            *(self._erpc_outcome(n, module, function, args, timeout) for n in nodes),
+            return_exceptions=True,
+        )
+        results: list[Term] = []
+        bad: list[Atom] = []
+        for target, outcome in zip(nodes, outcomes, strict=True):
+            if isinstance(outcome, rpc_service.Outcome):
+                results.append(rpc_service.rpc_result(outcome))
+            elif isinstance(outcome, Exception):
+                bad.append(_atom(target))
+            else:
+                raise outcome
+        return results, bad
+
+    async def _erpc_outcome(
+        self, node: Atom | str, module: Atom | str, function: Atom | str, args: list[Term],
+        timeout: float | None,
+    ) -> rpc_service.Outcome:
+        target, mod, fun = _atom(node), _atom(module), _atom(function)
+        if target is self.node_atom:
+            return await rpc_service.apply(self.exposed, mod, fun, list(args))
+        try:
+            return await rpc_service.erpc_call(self, target, mod, fun, list(args), timeout=timeout)
+        except (NodeDown, ConnectionLost) as exc:
+            raise RpcError(Atom("noconnection"), kind="noconnection") from exc
+
+    def group_leader_pid(self) -> Pid:
+        """The group leader we name in spawn requests: it answers the I/O protocol."""
+        pid = self.whereis("pyerl_group_leader")
+        assert pid is not None
+        return pid
 
     def peer_flags(self, node: Atom) -> DistFlag | None:
         """The negotiated flags of the connection to ``node``, None if not connected."""
@@ -445,11 +521,11 @@ class Node:
         if proc is None:
             raise LocalProtocolError(f"{watcher!r} is not a live local process")
         ref = self.make_ref()
-        node, what = self._resolve(target)  # type: ignore[arg-type]
+        node, what = self._resolve(target)
         shown: Term = what if isinstance(what, Pid) else (what, node or self.node_atom)
         proc.monitoring[ref] = shown
         if node is None:
-            local = self.registry.get(what) if isinstance(what, Pid) else self.registry.whereis(what)
+            local = self._local_proc(what)
             if local is None:
                 proc.monitoring.pop(ref)
                 proc.mailbox.put((DOWN, ref, PROCESS, shown, NOPROC))
@@ -477,7 +553,7 @@ class Node:
         else:
             what, node = target
         if node is self.node_atom:
-            local = self.registry.get(what) if isinstance(what, Pid) else self.registry.whereis(what)
+            local = self._local_proc(what)
             if local is not None:
                 local.monitored_by.pop(ref, None)
             return
@@ -791,9 +867,7 @@ class Node:
 
     def _on_monitor(self, channel: Channel, msg: Any) -> None:
         target = msg.to_proc
-        proc = self.registry.get(target) if isinstance(target, Pid) else None
-        if isinstance(target, Atom):
-            proc = self.registry.whereis(target)
+        proc = self._local_proc(target)
         if proc is None:
             self._send_down(MonitorEntry(msg.from_pid, target), msg.ref, NOPROC)
             return
@@ -801,9 +875,7 @@ class Node:
 
     def _on_demonitor(self, channel: Channel, msg: Any) -> None:
         target = msg.to_proc
-        proc = self.registry.get(target) if isinstance(target, Pid) else None
-        if isinstance(target, Atom):
-            proc = self.registry.whereis(target)
+        proc = self._local_proc(target)
         if proc is not None:
             proc.monitored_by.pop(msg.ref, None)
 
@@ -816,8 +888,11 @@ class Node:
             proc.group_leader = msg.from_pid
 
     def _on_spawn_request(self, channel: Channel, msg: Any) -> None:
-        # Served by the rpc service once it exists; until then, refuse cleanly.
-        channel.send(c.SpawnReply(msg.req_id, msg.from_pid, 0, Atom("notsup")))
+        rpc_service.serve_spawn_request(self, channel, msg)
+
+    def _on_spawn_reply(self, channel: Channel, msg: Any) -> None:
+        reply = (rpc_service.SPAWN_REPLY_TAG, msg.req_id, msg.flags, msg.result)
+        self._deliver_local(msg.to_pid, reply)
 
 
 _HANDLERS: dict[type, Callable[[Node, Channel, Any], None]] = {
@@ -848,6 +923,8 @@ _HANDLERS: dict[type, Callable[[Node, Channel, Any], None]] = {
     c.GroupLeader: Node._on_group_leader,
     c.SpawnRequest: Node._on_spawn_request,
     c.SpawnRequestTt: Node._on_spawn_request,
+    c.SpawnReply: Node._on_spawn_reply,
+    c.SpawnReplyTt: Node._on_spawn_reply,
 }
 
 

@@ -110,3 +110,8 @@ def exit_action(proc: Process, sender: Pid, reason: Term, *, from_link: bool) ->
         # exit(self(), normal) kills, a normal exit of a linked process does not
         return NORMAL if (sender == proc.pid and not from_link) else None
     return reason
+
+
+def python_exit_reason(exc: BaseException) -> Term:
+    """``{python_exception, 'TypeName', <<"message">>}``: a Python error as Erlang reads it."""
+    return (Atom("python_exception"), Atom(type(exc).__name__), str(exc).encode())

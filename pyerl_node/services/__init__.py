@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyerl_node.gen import start_server
-from pyerl_node.services.net_kernel import NetKernel
-from pyerl_node.services.rex import Rex
-
 if TYPE_CHECKING:
     from pyerl_node.node import Node
 
 
 def start_builtin_services(node: Node) -> None:
-    """Register ``net_kernel`` and ``rex``. ``global`` stays silent until it is implemented:
-    a half participant would hang ``global:register_name`` on every BEAM node (GLOBAL.md §4.4).
+    """Register ``net_kernel``, ``rex`` and our group leader. ``global`` stays silent until it
+    is implemented: a half participant would hang ``global:register_name`` on every BEAM node
+    (GLOBAL.md §4.4).
     """
+    from pyerl_node.gen import start_server
+    from pyerl_node.services.group_leader import GroupLeader
+    from pyerl_node.services.net_kernel import NetKernel
+    from pyerl_node.services.rex import Rex
+
     start_server(node, NetKernel(), name="net_kernel")
     start_server(node, Rex(), name="rex")
+    start_server(node, GroupLeader(), name="pyerl_group_leader")

@@ -1,0 +1,313 @@
+"""rpc/erpc both ways: serving distributed spawn into Python functions, and calling BEAM nodes.
+
+Inbound (NET_KERNEL_RPC.md §3.2): OTP 25+ ``rpc:call``/``erpc:call`` send SPAWN_REQUEST for
+``erpc:execute_call/4`` with ``[ResRef, M, F, A]``; we answer SPAWN_REPLY with a new pid, run
+the exposed Python function in that process and let it exit with ``{ResRef, return, V}``,
+``{ResRef, throw, T}``, ``{ResRef, exit, R}`` or ``{ResRef, error, E, Stack}``; the caller's
+monitor turns that exit reason into its result. ``execute_cast/3`` runs without a monitor. A
+spawn of any other MFA runs the exposed function of that name as a plain process, or crashes
+with ``undef`` as a BEAM process would.
+
+Outbound (§3.4): the same SPAWN_REQUEST towards a BEAM node, with the request id as monitor
+reference; the DOWN reason carries the outcome.
+
+Nothing is callable unless exposed (``Node.expose``). Synchronous functions run in a thread
+pool so that a slow one does not stall the node; ``async def`` functions are awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import traceback
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pyerl_node import control as c
+from pyerl_node import etf
+from pyerl_node.errors import CallTimeout, EncodeError, ProcessExit, RpcError
+from pyerl_node.process import DOWN, MonitorEntry, Process, ProcessBody, python_exit_reason
+from pyerl_node.terms import Atom, Pid, Reference, Term
+
+if TYPE_CHECKING:
+    from pyerl_node.channel import Channel
+    from pyerl_node.node import Node
+
+ERPC = Atom("erpc")
+EXECUTE_CALL = Atom("execute_call")
+EXECUTE_CAST = Atom("execute_cast")
+RETURN = Atom("return")
+THROW = Atom("throw")
+EXIT_CLASS = Atom("exit")
+ERROR = Atom("error")
+UNDEF = Atom("undef")
+BADRPC = Atom("badrpc")
+EXIT_TAG = Atom("EXIT")
+MONITOR = Atom("monitor")
+LINK = Atom("link")
+TIMEOUT = Atom("timeout")
+NOCONNECTION = Atom("noconnection")
+SPAWN_REPLY_TAG = Atom("spawn_reply")
+
+_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="pyerl-rpc")
+
+
+class Throw(Exception):  # noqa: N818 -- named after the Erlang exception class it raises
+    """Raise in an exposed function to ``throw(Term)`` on the Erlang side."""
+
+    def __init__(self, term: Term) -> None:
+        super().__init__(term)
+        self.term = term
+
+
+class ErlangError(Exception):
+    """Raise in an exposed function to ``error(Reason)`` on the Erlang side."""
+
+    def __init__(self, reason: Term) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a call ended: ``kind`` is return/throw/exit/error; ``stack`` only for errors."""
+
+    kind: Atom
+    value: Term
+    stack: list[Term]
+
+
+class Exposed:
+    """The Python callables published under Erlang module names."""
+
+    def __init__(self) -> None:
+        self._modules: dict[Atom, Callable[[str], Callable[..., Any] | None]] = {}
+
+    def expose(self, name: Atom | str, obj: object) -> None:
+        """Publish ``obj``'s public callables as module ``name``.
+
+        ``obj`` is a Python module, a mapping of function names to callables, or any object
+        whose public attributes are callables (a class instance).
+        """
+        atom = name if isinstance(name, Atom) else Atom(name)
+        if isinstance(obj, Mapping):
+            table = dict(obj)
+            self._modules[atom] = table.get
+        else:
+            self._modules[atom] = lambda fn: (
+                None if fn.startswith("_") else getattr(obj, fn, None)
+            )
+
+    def modules(self) -> list[Atom]:
+        return list(self._modules)
+
+    def lookup(self, module: Atom, function: Atom, arity: int) -> Callable[..., Any] | None:
+        """The callable for ``module:function/arity``, or None (Erlang would say undef)."""
+        finder = self._modules.get(module)
+        if finder is None:
+            return None
+        fn = finder(function.name)
+        if fn is None or not callable(fn) or isinstance(fn, type | types.ModuleType):
+            return None
+        try:
+            inspect.signature(fn).bind(*([None] * arity))
+        except TypeError:
+            return None  # wrong arity is undef in Erlang
+        except ValueError:
+            pass  # builtins without a signature: let the call decide
+        return fn
+
+
+def _stacktrace(exc: BaseException) -> list[Term]:
+    """A readable Erlang stacktrace term: ``[{Module, Function, Arity, [{file,F},{line,L}]}]``."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    stack: list[Term] = []
+    for frame in reversed(frames[-20:]):
+        module = inspect.getmodulename(frame.filename) or frame.filename
+        location = [
+            (Atom("file"), [ord(ch) for ch in frame.filename]),
+            (Atom("line"), frame.lineno or 0),
+        ]
+        stack.append((Atom(module), Atom(frame.name), 0, location))
+    return stack
+
+
+async def apply(exposed: Exposed, module: Atom, function: Atom, args: list[Term]) -> Outcome:
+    """Run ``module:function(args...)`` among the exposed callables."""
+    fn = exposed.lookup(module, function, len(args))
+    if fn is None:
+        return Outcome(ERROR, UNDEF, [(module, function, args, [])])
+    try:
+        if inspect.iscoroutinefunction(fn):
+            value = await fn(*args)
+        else:
+            loop = asyncio.get_running_loop()
+            value = await loop.run_in_executor(_THREADS, lambda: fn(*args))
+            if inspect.isawaitable(value):
+                value = await value
+        etf.encode(value)  # fail here, as the function's error, not later in the connection
+    except Throw as exc:
+        return Outcome(THROW, exc.term, [])
+    except ProcessExit as exc:
+        return Outcome(EXIT_CLASS, exc.reason, [])
+    except ErlangError as exc:
+        return Outcome(ERROR, exc.reason, _stacktrace(exc))
+    except EncodeError as exc:
+        return Outcome(ERROR, python_exit_reason(exc), [])
+    except Exception as exc:
+        return Outcome(ERROR, python_exit_reason(exc), _stacktrace(exc))
+    return Outcome(RETURN, value, [])
+
+
+def erpc_exit_reason(res_ref: Term, outcome: Outcome) -> Term:
+    """The exit reason of an ``erpc:execute_call`` process (§3.2 table)."""
+    if outcome.kind is ERROR:
+        return (res_ref, ERROR, outcome.value, outcome.stack)
+    return (res_ref, outcome.kind, outcome.value)
+
+
+def rpc_result(outcome: Outcome) -> Term:
+    """What ``rpc:call`` returns for an outcome: the value, or ``{badrpc, {'EXIT', ...}}``."""
+    if outcome.kind is RETURN or outcome.kind is THROW:
+        return outcome.value
+    if outcome.kind is EXIT_CLASS:
+        return (BADRPC, (EXIT_TAG, outcome.value))
+    return (BADRPC, (EXIT_TAG, (outcome.value, outcome.stack)))
+
+
+# -- serving SPAWN_REQUEST --------------------------------------------------------------------
+
+
+def serve_spawn_request(node: Node, channel: Channel, req: c.SpawnRequest) -> None:
+    """Answer a distributed spawn: SPAWN_REPLY first, then run the body as the new process."""
+    body = _spawn_body(node.exposed, req.module, req.function, req.arity, req.args)
+    if body is None:
+        channel.send(c.SpawnReply(req.req_id, req.from_pid, 0, Atom("badarg")))
+        return
+    proc = node.spawn(body)  # runs from the next loop iteration: set up links first
+    proc.group_leader = req.group_leader
+    flags = c.SpawnReplyFlag(0)
+    if MONITOR in req.options:
+        proc.monitored_by[req.req_id] = MonitorEntry(req.from_pid, proc.pid)
+        flags |= c.SpawnReplyFlag.MONITOR
+    if LINK in req.options:
+        proc.links.add(req.from_pid)
+        flags |= c.SpawnReplyFlag.LINK
+    channel.send(c.SpawnReply(req.req_id, req.from_pid, int(flags), proc.pid))
+
+
+def _spawn_body(
+    exposed: Exposed, module: Atom, function: Atom, arity: int, args: list[Term]
+) -> ProcessBody | None:
+    """The process body for a spawn request, None when the request is malformed."""
+    if module is ERPC and function in (EXECUTE_CALL, EXECUTE_CAST):
+        if function is EXECUTE_CALL and arity == 4 and len(args) == 4:
+            res_ref, mod, fun, fargs = args
+        elif function is EXECUTE_CAST and arity == 3 and len(args) == 3:
+            res_ref = None
+            mod, fun, fargs = args
+        else:
+            return None
+        if not (type(mod) is Atom and type(fun) is Atom and type(fargs) is list):
+            return None
+
+        async def erpc_body(proc: Process) -> None:
+            outcome = await apply(exposed, mod, fun, fargs)
+            if res_ref is not None:
+                raise ProcessExit(erpc_exit_reason(res_ref, outcome))
+
+        return erpc_body
+
+    async def plain_body(proc: Process) -> None:
+        outcome = await apply(exposed, module, function, args)
+        if outcome.kind is ERROR:
+            raise ProcessExit((outcome.value, outcome.stack))
+        if outcome.kind is not RETURN:
+            raise ProcessExit(outcome.value)
+
+    return plain_body
+
+
+# -- calling BEAM nodes --------------------------------------------------------------------
+
+
+async def erpc_call(
+    node: Node,
+    target: Atom,
+    module: Atom,
+    function: Atom,
+    args: list[Term],
+    *,
+    timeout: float | None,
+) -> Outcome:
+    """``erpc:call`` to ``target``: the raw outcome (``RpcError`` for transport failures)."""
+    channel = await node.connect_channel(target)
+    caller = node.mailbox()
+    req_id = node.make_ref()
+    res_ref = node.make_ref()
+    # A placeholder until SPAWN_REPLY names the pid, so that nodedown fires a DOWN too.
+    caller.monitoring[req_id] = (Atom("undefined"), target)
+    try:
+        channel.send(
+            c.SpawnRequest(
+                req_id, caller.pid, node.group_leader_pid(), ERPC, EXECUTE_CALL, 4,
+                [MONITOR], [res_ref, module, function, args],
+            )
+        )
+
+        def mine(msg: Term) -> bool:
+            return type(msg) is tuple and len(msg) >= 2 and msg[1] == req_id
+
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                msg = await caller.receive(mine, remaining)
+            except CallTimeout:
+                raise RpcError(TIMEOUT, kind="timeout") from None
+            if msg[0] is SPAWN_REPLY_TAG:
+                result = msg[3]
+                if not isinstance(result, Pid):
+                    caller.monitoring.pop(req_id, None)
+                    raise RpcError(result, kind="spawn")
+                caller.monitoring[req_id] = result
+                continue
+            if msg[0] is DOWN:
+                return _decode_down(msg[4], res_ref)
+    finally:
+        node.terminate(caller, Atom("normal"))
+
+
+
+def _decode_down(reason: Term, res_ref: Reference) -> Outcome:
+    if reason is NOCONNECTION:
+        raise RpcError(NOCONNECTION, kind="noconnection")
+    if type(reason) is tuple and len(reason) >= 3 and reason[0] == res_ref:
+        kind = reason[1]
+        if kind is ERROR and len(reason) == 4:
+            return Outcome(ERROR, reason[2], reason[3])
+        if kind in (RETURN, THROW, EXIT_CLASS) and len(reason) == 3:
+            return Outcome(kind, reason[2], [])
+    # the process died for another reason: exit({signal, R}) on the BEAM side
+    return Outcome(EXIT_CLASS, reason, [])
+
+
+def raise_for_erpc(outcome: Outcome) -> Term:
+    """The value of a successful erpc outcome; ``RpcError(kind=class)`` otherwise."""
+    if outcome.kind is RETURN:
+        return outcome.value
+    if outcome.kind is ERROR:
+        raise RpcError((outcome.value, outcome.stack), kind="error")
+    raise RpcError(outcome.value, kind=outcome.kind.name)
+
+
+def raise_for_rpc(outcome: Outcome) -> Term:
+    """``rpc:call`` semantics: value or thrown term; ``RpcError({'EXIT', ...})`` otherwise."""
+    result = rpc_result(outcome)
+    if type(result) is tuple and len(result) == 2 and result[0] is BADRPC:
+        raise RpcError(result[1])
+    return result
