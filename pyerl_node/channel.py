@@ -18,6 +18,7 @@ from pyerl_node.connection import BadFrame, Connection
 from pyerl_node.control import ControlMessage, UnknownControl
 from pyerl_node.errors import (
     ConnectionLost,
+    EpmdError,
     ErlNodeError,
     HandshakeError,
     NodeDown,
@@ -29,6 +30,7 @@ from pyerl_node.handshake import (
     HandshakeComplete,
     InitiatorHandshake,
     NameReceived,
+    State,
     Status,
     StatusReceived,
 )
@@ -43,6 +45,13 @@ log = logging.getLogger("pyerl_node.channel")
 # Senders wait (``drain``) while more than this is queued for the socket: bounded memory.
 _HIGH_WATER = 4 * 1024 * 1024
 _HANDSHAKE_TIMEOUT = 7.0  # net_setuptime's default
+
+
+class PeerWinsSimultaneousError(HandshakeError):
+    """The peer answered ``nok``: its own connection attempt to us wins (net_kernel's rule)."""
+
+    def __init__(self, peer: str) -> None:
+        super().__init__("simultaneous connect: the peer's connection wins", peer=peer)
 
 
 class Channel(asyncio.Protocol):
@@ -79,6 +88,7 @@ class Channel(asyncio.Protocol):
             "creation": node.creation,
             "challenge_source": node.challenge_source,
         }
+        hs: InitiatorHandshake | AcceptorHandshake
         if self.initiator:
             hs = InitiatorHandshake(peer_name=self.peer.name, **common)  # type: ignore[arg-type]
             hs.start()
@@ -145,10 +155,13 @@ class Channel(asyncio.Protocol):
                 elif isinstance(event, StatusReceived):
                     self._on_status(event)
                 elif isinstance(event, HandshakeComplete):
-                    self._write_handshake()
-                    self._on_complete(event)
+                    self._on_complete(event, hs.data_to_send())
                     return
             self._write_handshake()
+            if hs.state is State.CLOSED:
+                # ended by a status (nok, not_allowed, alive answered false): no connection
+                self._fail(PeerWinsSimultaneousError(self.peer.name) if self.initiator
+                           else HandshakeError("refused by status", peer=self.peer.name))
         except ErlNodeError as exc:
             self._write_handshake()
             self._fail(exc)
@@ -169,7 +182,7 @@ class Channel(asyncio.Protocol):
             # We dialled because we have no connection: the peer's one is stale.
             self._handshake.answer_alive(True)
 
-    def _on_complete(self, event: HandshakeComplete) -> None:
+    def _on_complete(self, event: HandshakeComplete, final: bytes) -> None:
         assert self._transport is not None
         if self._timer is not None:
             self._timer.cancel()
@@ -186,7 +199,11 @@ class Channel(asyncio.Protocol):
         )
         self._handshake = None
         self.handshake_done.set_result(None)
+        # channel_up drops an old connection to this peer (status alive answered true) before
+        # our final ack goes out, as OTP waits for the old connection to die first.
         self.node.channel_up(self)
+        if final:
+            self._transport.write(final)
         self._arm_timer()
         if event.trailing:
             self.data_received(bytes(event.trailing))
@@ -274,7 +291,7 @@ async def dial(node: Node, peer: Atom) -> Channel:
     name = parse_node_name(peer.name)
     try:
         address = await epmd_client.port_please(name.alive, name.host, epmd_port=node.epmd_port)
-    except epmd_client.EpmdError as exc:
+    except EpmdError as exc:
         raise NodeDown(f"{peer.name}: {exc}") from exc
     loop = asyncio.get_running_loop()
     _, channel = await loop.create_connection(

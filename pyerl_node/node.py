@@ -20,7 +20,7 @@ from typing import Any
 
 from pyerl_node import control as c
 from pyerl_node import epmd_client
-from pyerl_node.channel import Channel, dial
+from pyerl_node.channel import Channel, PeerWinsSimultaneousError, dial
 from pyerl_node.errors import (
     ConnectionLost,
     EpmdError,
@@ -682,7 +682,11 @@ class Node:
     async def _dial(self, node: Atom, pending: asyncio.Future[Channel]) -> None:
         try:
             async with asyncio.timeout(self.connect_timeout):
-                await dial(self, node)
+                try:
+                    await dial(self, node)
+                except PeerWinsSimultaneousError:
+                    # the peer's own connection to us completes this pending connect
+                    await asyncio.shield(pending)
         except asyncio.CancelledError:
             # superseded by the peer's own connection (simultaneous connect) or node stop
             raise
