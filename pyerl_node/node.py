@@ -389,12 +389,13 @@ class Node:
 
     # -- rpc -------------------------------------------------------------------------------
 
-    def expose(self, name: Atom | str, obj: object) -> None:
+    def expose(self, name: Atom | str, obj: object, *, threaded: bool = True) -> None:
         """Make ``obj``'s callables callable by rpc/erpc as Erlang module ``name``.
 
         ``obj`` is a Python module, a dict of functions or an object (its public methods).
+        Synchronous functions run in a thread pool unless ``threaded=False``.
         """
-        self.exposed.expose(name, obj)
+        self.exposed.expose(name, obj, threaded=threaded)
 
     async def erpc(
         self, node: Atom | str, module: Atom | str, function: Atom | str, args: list[Term],

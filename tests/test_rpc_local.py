@@ -153,6 +153,8 @@ def test_exposed_lookup_rules() -> None:
     exposed.expose("m", {"f": lambda a, b=1: a})
     assert exposed.lookup(Atom("m"), Atom("f"), 1) is not None
     assert exposed.lookup(Atom("m"), Atom("f"), 2) is not None
+    exposed.expose("quick", {"g": len}, threaded=False)
+    assert exposed.lookup(Atom("quick"), Atom("g"), 1) == (len, False)
     assert exposed.lookup(Atom("m"), Atom("f"), 3) is None
     assert exposed.lookup(Atom("other"), Atom("f"), 1) is None
 
