@@ -233,8 +233,14 @@ class Node:
         proc = self._new_process(name, trap_exit=trap_exit)
         if link is not None:
             self.link(proc.pid, link)
-        proc.task = asyncio.get_running_loop().create_task(self._run(proc, body))
+        self.run_process(proc, body)
         return proc
+
+    def run_process(self, proc: Process, body: ProcessBody) -> None:
+        """Drive an existing caller-driven process by ``body`` from now on (see ``spawn``)."""
+        if proc.task is not None:
+            raise LocalProtocolError(f"{proc.pid!r} already runs a body")
+        proc.task = asyncio.get_running_loop().create_task(self._run(proc, body))
 
     async def _run(self, proc: Process, body: ProcessBody) -> None:
         reason: Term = NORMAL

@@ -23,14 +23,14 @@ import functools
 import inspect
 import traceback
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pyerl_node import control as c
 from pyerl_node import etf
 from pyerl_node.errors import CallTimeout, EncodeError, ProcessExit, RpcError
-from pyerl_node.process import DOWN, MonitorEntry, Process, ProcessBody, python_exit_reason
+from pyerl_node.process import DOWN, NORMAL, MonitorEntry, Process, python_exit_reason
 from pyerl_node.terms import Atom, Pid, Reference, Term
 
 if TYPE_CHECKING:
@@ -154,35 +154,66 @@ def _stacktrace(exc: BaseException) -> list[Term]:
     return stack
 
 
-async def apply(exposed: Exposed, module: Atom, function: Atom, args: list[Term]) -> Outcome:
-    """Run ``module:function(args...)`` among the exposed callables."""
+def start_apply(
+    exposed: Exposed, module: Atom, function: Atom, args: list[Term]
+) -> Outcome | Coroutine[Any, Any, Outcome]:
+    """Start ``module:function(args...)`` among the exposed callables.
+
+    The outcome itself when the call is already over (undef, or an inline synchronous
+    function), else a coroutine that finishes it: callers on the hot path avoid a task.
+    """
     found = exposed.lookup(module, function, len(args))
     if found is None:
         return Outcome(ERROR, UNDEF, [(module, function, args, [])])
     fn, threaded = found
+    if threaded or inspect.iscoroutinefunction(fn):
+        return _finish(fn, args, threaded)
     try:
-        if inspect.iscoroutinefunction(fn):
-            value = await fn(*args)
+        value = fn(*args)
+    except Exception as exc:
+        return _failure(exc)
+    if inspect.isawaitable(value):
+        return _finish(lambda: value, [], False)
+    return _returned(value)
+
+
+async def apply(exposed: Exposed, module: Atom, function: Atom, args: list[Term]) -> Outcome:
+    """Run ``module:function(args...)`` among the exposed callables."""
+    started = start_apply(exposed, module, function, args)
+    return started if isinstance(started, Outcome) else await started
+
+
+async def _finish(fn: Callable[..., Any], args: list[Term], threaded: bool) -> Outcome:
+    try:
+        if threaded:
+            loop = asyncio.get_running_loop()
+            value = await loop.run_in_executor(_THREADS, lambda: fn(*args))
         else:
-            if threaded:
-                loop = asyncio.get_running_loop()
-                value = await loop.run_in_executor(_THREADS, lambda: fn(*args))
-            else:
-                value = fn(*args)
-            if inspect.isawaitable(value):
-                value = await value
+            value = fn(*args)
+        if inspect.isawaitable(value):
+            value = await value
+    except Exception as exc:
+        return _failure(exc)
+    return _returned(value)
+
+
+def _returned(value: Term) -> Outcome:
+    try:
         etf.encode(value)  # fail here, as the function's error, not later in the connection
-    except Throw as exc:
-        return Outcome(THROW, exc.term, [])
-    except ProcessExit as exc:
-        return Outcome(EXIT_CLASS, exc.reason, [])
-    except ErlangError as exc:
-        return Outcome(ERROR, exc.reason, _stacktrace(exc))
     except EncodeError as exc:
         return Outcome(ERROR, python_exit_reason(exc), [])
-    except Exception as exc:
-        return Outcome(ERROR, python_exit_reason(exc), _stacktrace(exc))
     return Outcome(RETURN, value, [])
+
+
+def _failure(exc: Exception) -> Outcome:
+    """How a Python exception reads as an Erlang exception class and reason."""
+    if isinstance(exc, Throw):
+        return Outcome(THROW, exc.term, [])
+    if isinstance(exc, ProcessExit):
+        return Outcome(EXIT_CLASS, exc.reason, [])
+    if isinstance(exc, ErlangError):
+        return Outcome(ERROR, exc.reason, _stacktrace(exc))
+    return Outcome(ERROR, python_exit_reason(exc), _stacktrace(exc))
 
 
 def erpc_exit_reason(res_ref: Term, outcome: Outcome) -> Term:
@@ -205,12 +236,12 @@ def rpc_result(outcome: Outcome) -> Term:
 
 
 def serve_spawn_request(node: Node, channel: Channel, req: c.SpawnRequest) -> None:
-    """Answer a distributed spawn: SPAWN_REPLY first, then run the body as the new process."""
-    body = _spawn_body(node.exposed, req.module, req.function, req.arity, req.args)
-    if body is None:
+    """Answer a distributed spawn: SPAWN_REPLY first, then run the call as the new process."""
+    call = _requested_call(req)
+    if call is None:
         channel.send(c.SpawnReply(req.req_id, req.from_pid, 0, Atom("badarg")))
         return
-    proc = node.spawn(body)  # runs from the next loop iteration: set up links first
+    proc = node.mailbox()
     proc.group_leader = req.group_leader
     flags = c.SpawnReplyFlag(0)
     if MONITOR in req.options:
@@ -220,38 +251,41 @@ def serve_spawn_request(node: Node, channel: Channel, req: c.SpawnRequest) -> No
         proc.links.add(req.from_pid)
         flags |= c.SpawnReplyFlag.LINK
     channel.send(c.SpawnReply(req.req_id, req.from_pid, int(flags), proc.pid))
+    res_ref, module, function, args = call
+    started = start_apply(node.exposed, module, function, args)
+    if isinstance(started, Outcome):
+        # Over already: the exit leaves in the same write as the reply, no task needed.
+        node.terminate(proc, _exit_reason(req, res_ref, started))
+        return
+
+    async def finish(proc: Process) -> None:
+        raise ProcessExit(_exit_reason(req, res_ref, await started))
+
+    node.run_process(proc, finish)
 
 
-def _spawn_body(
-    exposed: Exposed, module: Atom, function: Atom, arity: int, args: list[Term]
-) -> ProcessBody | None:
-    """The process body for a spawn request, None when the request is malformed."""
-    if module is ERPC and function in (EXECUTE_CALL, EXECUTE_CAST):
-        if function is EXECUTE_CALL and arity == 4 and len(args) == 4:
-            res_ref, mod, fun, fargs = args
-        elif function is EXECUTE_CAST and arity == 3 and len(args) == 3:
-            res_ref = None
-            mod, fun, fargs = args
-        else:
-            return None
-        if not (type(mod) is Atom and type(fun) is Atom and type(fargs) is list):
-            return None
+def _requested_call(req: c.SpawnRequest) -> tuple[Term, Atom, Atom, list[Term]] | None:
+    """``(ResRef or None, M, F, Args)`` of a spawn request; None when it is malformed."""
+    args = req.args
+    if req.module is ERPC and req.function is EXECUTE_CALL and req.arity == 4 and len(args) == 4:
+        res_ref, module, function, fargs = args
+    elif req.module is ERPC and req.function is EXECUTE_CAST and req.arity == 3 and len(args) == 3:
+        res_ref = None
+        module, function, fargs = args
+    else:  # a plain spawn(Node, M, F, A): run the exposed function of that name
+        return None, req.module, req.function, args
+    if type(module) is Atom and type(function) is Atom and type(fargs) is list:
+        return res_ref, module, function, fargs
+    return None
 
-        async def erpc_body(proc: Process) -> None:
-            outcome = await apply(exposed, mod, fun, fargs)
-            if res_ref is not None:
-                raise ProcessExit(erpc_exit_reason(res_ref, outcome))
 
-        return erpc_body
-
-    async def plain_body(proc: Process) -> None:
-        outcome = await apply(exposed, module, function, args)
-        if outcome.kind is ERROR:
-            raise ProcessExit((outcome.value, outcome.stack))
-        if outcome.kind is not RETURN:
-            raise ProcessExit(outcome.value)
-
-    return plain_body
+def _exit_reason(req: c.SpawnRequest, res_ref: Term, outcome: Outcome) -> Term:
+    """How the spawned process ends: erpc's encoded result, or a plain process's exit."""
+    if req.module is ERPC:
+        return NORMAL if res_ref is None else erpc_exit_reason(res_ref, outcome)
+    if outcome.kind is ERROR:
+        return (outcome.value, outcome.stack)
+    return NORMAL if outcome.kind is RETURN else outcome.value
 
 
 # -- calling BEAM nodes --------------------------------------------------------------------
