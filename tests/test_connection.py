@@ -1,0 +1,577 @@
+"""The connection state machine (PROTOCOL.md §5-§7): real captured streams replayed through
+it, our own frames looped back through it in every mode, ticks and net_ticktime on a fake
+clock, and hostile input.
+"""
+
+from __future__ import annotations
+
+import glob
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyerl_node import control as c
+from pyerl_node.connection import BadFrame, Connection, ConnectionState, Event
+from pyerl_node.errors import (
+    EncodeError,
+    LocalProtocolError,
+    NetTickTimeout,
+    RemoteProtocolError,
+)
+from pyerl_node.flags import DistFlag, default_flags
+from pyerl_node.terms import Atom, Pid, Reference
+from tests.test_control import (
+    OP_NAMES,
+    VECTORS,
+    assert_rendered,
+    atom_cache_frame,
+    control_messages,
+    frame_bytes,
+    load_json,
+    render,
+)
+
+TICK = b"\x00\x00\x00\x00"
+P1 = Pid(Atom("a@vm"), 1, 0, 5)
+P2 = Pid(Atom("py@vm"), 2, 0, 6)
+R = Reference(Atom("a@vm"), 5, (1, 2, 3))
+
+FULL = default_flags(spawn=True) | DistFlag.ALTACT_SIG  # atom cache header + fragments
+PASS = FULL & ~(DistFlag.DIST_HDR_ATOM_CACHE | DistFlag.FRAGMENTS)
+HDR_ONLY = FULL & ~DistFlag.FRAGMENTS
+FRAG_ONLY = FULL & ~DistFlag.DIST_HDR_ATOM_CACHE
+MODES = {"pass_through": PASS, "atom_cache": HDR_ONLY, "fragments": FRAG_ONLY, "both": FULL}
+
+
+def conn(flags: DistFlag = FULL, now: float = 0.0, **kw: Any) -> Connection:
+    return Connection(local_node="py@vm", peer_node="a@vm", flags=flags, now=now, **kw)
+
+
+def packet(body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + body
+
+
+def summary(event: Event) -> tuple[str, str]:
+    """A comparable form of an event (BadFrame errors do not compare equal)."""
+    if isinstance(event, BadFrame):
+        return "BadFrame", event.raw.hex() + str(event.error)
+    return type(event).__name__, repr(event)
+
+
+# --- replaying real streams -----------------------------------------------------------------
+
+
+def _handshake_flags(frames: list[dict[str, Any]]) -> DistFlag:
+    """The AND of the flags both sides announced (send_name and challenge)."""
+    announced = {"initiator": 0, "acceptor": 0}
+    for f in frames:
+        if f["kind"] != "handshake":
+            continue
+        body = bytes.fromhex(f["hex"])[2:]
+        if body[:1] == b"N":  # v6 send_name or challenge: Flags:64 first
+            announced[f["from"]] = int.from_bytes(body[1:9], "big")
+        elif body[:1] == b"n":  # v5: Version:16, Flags:32
+            announced[f["from"]] = int.from_bytes(body[3:7], "big")
+        elif body[:1] == b"c":  # complement: the high 32 flag bits
+            announced[f["from"]] |= int.from_bytes(body[1:5], "big") << 32
+    return DistFlag(announced["initiator"] & announced["acceptor"])
+
+
+def _expected_outcome(frame: dict[str, Any], header_mode: bool) -> str | None:
+    """The op name a frame must produce, "BadFrame", or None (a tick or partial fragment)."""
+    if frame["kind"] == "tick":
+        return None
+    header = frame["header"]
+    if (header == "pass_through") == header_mode:
+        return "BadFrame"  # the wrong format for the negotiated flags (frame_formats_* probes)
+    if header == "dist_frag_hdr" or (header == "dist_frag_cont" and "ctrl" not in frame):
+        return None
+    return str(frame["op"])
+
+
+STREAM_FILES = sorted(
+    Path(p).relative_to(VECTORS).as_posix()
+    for p in glob.glob(str(VECTORS / "dist" / "*.json"))
+    + glob.glob(str(VECTORS / "foreign_node" / "*.json"))
+    if "probe_results" not in p
+)
+
+
+def _directions(name: str) -> list[tuple[DistFlag, list[dict[str, Any]]]]:
+    """(negotiated flags, frames after the handshake) per connection and direction."""
+    out = []
+    for connection in load_json(name)["connections"]:
+        frames = connection["frames"]
+        flags = _handshake_flags(frames)
+        for side in ("initiator", "acceptor"):
+            dist = [f for f in frames if f["from"] == side and f["kind"] != "handshake"]
+            if dist:
+                out.append((flags, dist))
+    return out
+
+
+@pytest.mark.parametrize("name", STREAM_FILES)
+def test_replay_stream(name: str) -> None:
+    for flags, frames in _directions(name):
+        receiver = conn(flags)
+        for number, frame in enumerate(frames):
+            events = receiver.receive_data(frame_bytes(frame), 0.0)
+            expected = _expected_outcome(frame, receiver.header_mode)
+            where = f"{name} frame {number} ({frame.get('header')} {frame.get('op')})"
+            if expected is None:
+                assert events == [], where
+                continue
+            assert len(events) == 1, where
+            event = events[0]
+            if expected == "BadFrame":
+                assert isinstance(event, BadFrame), where
+                assert "other frame format" in str(event.error)
+                continue
+            assert not isinstance(event, BadFrame), f"{where}: {event.error}"
+            assert type(event) is OP_NAMES[expected], where
+            ctrl, payload = c.to_terms(event)  # type: ignore[arg-type]
+            assert_rendered(ctrl, frame["ctrl"])
+            if frame.get("msg") is not None:
+                assert_rendered(payload, frame["msg"])
+        assert receiver.pending_fragment_bytes == 0
+
+
+def test_replay_covers_both_formats_and_fragments() -> None:
+    # Guards the replay above against silently testing less than it claims.
+    headers = {f.get("header") for name in STREAM_FILES for _, frames in _directions(name)
+               for f in frames}
+    assert {"pass_through", "dist_hdr", "dist_frag_hdr", "dist_frag_cont", None} <= headers
+
+
+@pytest.mark.parametrize("name", ["dist/ctrl_25a_28b.json", "foreign_node/iex_connects.json"])
+def test_replay_in_arbitrary_pieces(name: str) -> None:
+    # The same stream cut at random places (and byte by byte) gives the same events.
+    for flags, frames in _directions(name):
+        stream = b"".join(frame_bytes(f) for f in frames)
+        reference = [summary(e) for e in conn(flags).receive_data(stream, 0.0)]
+        assert len(reference) >= sum(1 for f in frames if f.get("ctrl") is not None)
+        rng = random.Random(name)
+        receiver = conn(flags)
+        got: list[tuple[str, str]] = []
+        pos = 0
+        while pos < len(stream):
+            size = rng.choice([1, 2, 3, 5, 100, 1500, 70000])
+            got += [summary(e) for e in receiver.receive_data(stream[pos:pos + size], 0.0)]
+            pos += size
+        assert got == reference
+        one_by_one = conn(flags)
+        view = memoryview(stream)
+        got = []
+        for i in range(len(stream)):
+            got += [summary(e) for e in one_by_one.receive_data(view[i:i + 1], 0.0)]
+        assert got == reference
+
+
+@pytest.mark.parametrize("release", ["25", "28"])
+def test_fragmented_message_vector(release: str) -> None:
+    vector = load_json(f"control/fragmented_message_otp{release}.json")
+    fragments = vector["fragments"]
+    receiver = conn(FULL)
+    # 'sink' was put in the cache by an earlier big message that the file leaves out
+    # (it is in foreign_node/frame_formats_frag_*.json, replayed above): pre-load it.
+    reused = [(s["cache_index"], s["atom"]) for s in fragments[0]["atom_cache_detail"]
+              if not s["new"]]
+    assert [type(e) for e in receiver.receive_data(atom_cache_frame(reused), 0.0)] == [c.Link]
+    for frame in vector["preceding_frames"]:
+        events = receiver.receive_data(bytes.fromhex(frame["hex"]), 0.0)
+        assert len(events) == 1 and not isinstance(events[0], BadFrame)
+    assert len(fragments) == 2
+    assert receiver.receive_data(frame_bytes(fragments[0]), 0.0) == []
+    assert receiver.pending_fragment_bytes > 0
+    receiver.receive_data(TICK, 0.0)  # ticks may come between fragments
+    (event,) = receiver.receive_data(frame_bytes(fragments[1]), 0.0)
+    assert isinstance(event, c.RegSend), event
+    assert receiver.pending_fragment_bytes == 0
+    assert_rendered((6, event.from_pid, Atom(""), event.to_name), fragments[1]["ctrl"])
+    tag, blob = event.message
+    assert tag == Atom("big70k") and isinstance(blob, bytes) and len(blob) == 70_000
+    assert render(event.message).startswith(fragments[1]["msg_prefix"])
+
+
+# --- our frames through our receiver --------------------------------------------------------
+
+
+def loop_back(sender: Connection, receiver: Connection) -> list[Event]:
+    events: list[Event] = []
+    for chunk in sender.data_to_send():
+        events += receiver.receive_data(chunk, 0.0)
+    return events
+
+
+@pytest.mark.parametrize("mode", MODES)
+@settings(max_examples=60, deadline=None)
+@given(messages=st.lists(control_messages, min_size=1, max_size=8),
+       fragment_size=st.integers(1, 200))
+def test_loop_back(mode: str, messages: list[Any], fragment_size: int) -> None:
+    flags = MODES[mode]
+    sender = conn(flags, fragment_size=fragment_size)
+    receiver = conn(flags)
+    for msg in messages:
+        sender.send(msg)
+    assert loop_back(sender, receiver) == messages
+    assert receiver.pending_fragment_bytes == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(messages=st.lists(control_messages, min_size=1, max_size=6), data=st.data())
+def test_loop_back_in_pieces(messages: list[Any], data: st.DataObject) -> None:
+    # Whatever the reads look like (ticks in between, packets split anywhere), the same
+    # messages come out.
+    sender = conn(FULL, fragment_size=50)
+    stream = bytearray()
+    for msg in messages:
+        sender.send(msg)
+        stream += sender.data_to_send()[0] + TICK
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(stream) - 1), max_size=20)))
+    receiver = conn(FULL)
+    events: list[Event] = []
+    for begin, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        events += receiver.receive_data(bytes(stream[begin:end]), 0.0)
+    assert events == messages
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_frame_format_on_the_wire(mode: str) -> None:
+    sender = conn(MODES[mode], fragment_size=64)
+    sender.send(c.Link(P1, P2))
+    small = sender.data_to_send()[0]
+    assert int.from_bytes(small[:4], "big") == len(small) - 4
+    if mode == "pass_through":
+        assert small[4:6] == bytes((112, 131))
+        assert small.count(131) >= 1
+    else:
+        assert small[4:7] == bytes((131, 68, 0))  # no atom cache refs, no 131 inside
+    sender.send(c.SendSender(P1, P2, b"x" * 200))
+    (big,) = sender.data_to_send()
+    kinds = []
+    pos = 0
+    while pos < len(big):
+        length = int.from_bytes(big[pos:pos + 4], "big")
+        kinds.append(big[pos + 4:pos + 6])
+        pos += 4 + length
+    assert pos == len(big)
+    if mode in ("fragments", "both"):
+        assert kinds[0] == bytes((131, 69)) and len(kinds) > 2
+        assert set(kinds[1:]) == {bytes((131, 70))}
+    else:
+        assert len(kinds) == 1
+
+
+def test_fragment_size_boundary() -> None:
+    # A body of exactly fragment_size bytes goes whole; one byte more is fragmented.
+    probe = conn(FULL)
+    probe.send(c.SendSender(P1, P2, b""))
+    base = len(probe.data_to_send()[0]) - 7  # body of the message around an empty binary
+    for extra, expected_frames in ((0, 1), (1, 2)):
+        sender = conn(FULL, fragment_size=base + 10)
+        sender.send(c.SendSender(P1, P2, b"y" * (10 + extra)))
+        (data,) = sender.data_to_send()
+        receiver = conn(FULL)
+        assert receiver.receive_data(data, 0.0) == [c.SendSender(P1, P2, b"y" * (10 + extra))]
+        assert data.count(bytes((131, 70))) == expected_frames - 1
+
+
+def test_interleaved_fragment_sequences() -> None:
+    sender = conn(FULL, fragment_size=7)
+    first = c.RegSend(P1, Atom("one"), b"1" * 30)
+    second = c.SendSender(P1, P2, [b"2" * 20, Atom("two")])
+    frames: dict[int, list[bytes]] = {}
+    for msg in (first, second):
+        sender.send(msg)
+        (data,) = sender.data_to_send()
+        pos, parts = 0, []
+        while pos < len(data):
+            end = pos + 4 + int.from_bytes(data[pos:pos + 4], "big")
+            parts.append(data[pos:end])
+            pos = end
+        frames[len(frames)] = parts
+    assert len(frames[0]) > 3 and len(frames[1]) > 3
+    receiver = conn(FULL)
+    events: list[Event] = []
+    a, b = frames[0], frames[1]
+    order = [b[0], a[0], a[1], b[1], TICK, a[2], b[2], *b[3:], *a[3:]]
+    for data in order:
+        events += receiver.receive_data(data, 0.0)
+    assert events == [second, first]  # in the order they completed
+    assert receiver.pending_fragment_bytes == 0
+
+
+def test_send_is_batched_into_one_chunk() -> None:
+    sender = conn(FULL)
+    for i in range(100):
+        sender.send(c.SendSender(P1, P2, i))
+    chunks = sender.data_to_send()
+    assert len(chunks) == 1 and isinstance(chunks[0], bytes)
+    assert sender.data_to_send() == []
+    events = conn(FULL).receive_data(chunks[0], 0.0)
+    assert [e.message for e in events] == list(range(100))  # type: ignore[union-attr]
+
+
+def test_send_refuses_ops_the_peer_did_not_negotiate() -> None:
+    old_peer = conn(PASS & ~(DistFlag.SEND_SENDER | DistFlag.ALIAS | DistFlag.ALTACT_SIG))
+    for msg in (c.SendSender(P1, P2, 1), c.AliasSend(P1, R, 1), c.AltactSigSend(4, P1, R, 1)):
+        with pytest.raises(LocalProtocolError, match="needs"):
+            old_peer.send(msg)
+    assert old_peer.data_to_send() == []
+    old_peer.send(c.Send(P2, 1))  # the legacy form is fine
+    assert len(old_peer.data_to_send()) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unencodable_message_leaves_nothing_queued(mode: str) -> None:
+    sender = conn(MODES[mode])
+    sender.send(c.SendSender(P1, P2, "before"))
+    with pytest.raises(EncodeError):
+        sender.send(c.SendSender(P1, P2, [1, object()]))
+    sender.send(c.SendSender(P1, P2, "after"))
+    receiver = conn(MODES[mode])
+    assert [e.message for e in loop_back(sender, receiver)] == [  # type: ignore[union-attr]
+        b"before", b"after"]
+
+
+# --- ticks and net_ticktime -----------------------------------------------------------------
+
+
+def test_tick_when_idle() -> None:
+    machine = conn(now=100.0, net_ticktime=60)
+    assert machine.get_timer() == 115.0
+    machine.handle_timer(114.9)  # early: nothing happens
+    assert machine.data_to_send() == [] and machine.get_timer() == 115.0
+    machine.handle_timer(115.0)
+    assert machine.data_to_send() == [TICK]
+    assert machine.get_timer() == 130.0
+    machine.handle_timer(115.0)  # already handled
+    assert machine.data_to_send() == []
+    machine.handle_timer(130.0)
+    assert machine.data_to_send() == [TICK]
+
+
+def test_no_tick_when_busy() -> None:
+    machine = conn(now=0.0, net_ticktime=8, tick_intensity=4)
+    machine.send(c.SendSender(P1, P2, 1))
+    machine.handle_timer(2.0)
+    (data,) = machine.data_to_send()
+    assert not data.endswith(TICK)
+    machine.handle_timer(4.0)  # nothing sent in the last period
+    assert machine.data_to_send() == [TICK]
+
+
+def test_net_ticktime_expiry() -> None:
+    machine = conn(now=0.0, net_ticktime=60)
+    for t in (15.0, 30.0, 45.0):
+        machine.handle_timer(t)
+    with pytest.raises(NetTickTimeout, match=r"nothing received from a@vm for 60\.0 s"):
+        machine.handle_timer(60.0)
+    assert machine.state is ConnectionState.FAILED
+    assert machine.get_timer() == float("inf")
+    for call in (lambda: machine.handle_timer(75.0), lambda: machine.receive_data(TICK, 75.0),
+                 lambda: machine.send(c.Link(P1, P2))):
+        with pytest.raises(LocalProtocolError, match="failed"):
+            call()
+
+
+def test_received_ticks_keep_the_connection_alive() -> None:
+    machine = conn(now=0.0, net_ticktime=60)
+    machine.receive_data(TICK, 50.0)
+    for t in (15.0, 30.0, 45.0, 60.0, 75.0, 90.0, 105.0):
+        machine.handle_timer(t)
+    with pytest.raises(NetTickTimeout):
+        machine.handle_timer(120.0)
+
+
+def test_partial_packets_count_as_received() -> None:
+    machine = conn(now=0.0, net_ticktime=4, tick_intensity=4)
+    machine.receive_data(b"\x00\x00", 3.5)
+    for t in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0):
+        machine.handle_timer(t)
+    with pytest.raises(NetTickTimeout):
+        machine.handle_timer(8.0)
+
+
+def test_late_timer_counts_one_period() -> None:
+    machine = conn(now=0.0, net_ticktime=60)
+    machine.receive_data(TICK, 90.0)
+    machine.handle_timer(100.0)  # several periods late (a stalled loop): one firing
+    assert machine.data_to_send() == [TICK]
+    assert machine.get_timer() == 115.0
+
+
+def test_bad_configuration() -> None:
+    with pytest.raises(LocalProtocolError):
+        conn(net_ticktime=0)
+    with pytest.raises(LocalProtocolError):
+        conn(tick_intensity=0)
+    with pytest.raises(LocalProtocolError):
+        conn(fragment_size=0)
+
+
+# --- hostile input --------------------------------------------------------------------------
+
+
+def _valid_frame(flags: DistFlag) -> bytes:
+    sender = conn(flags)
+    sender.send(c.RegSend(P1, Atom("rex"), (Atom("hello"), [1, 2, 3])))
+    return sender.data_to_send()[0]
+
+
+def _assert_still_works(receiver: Connection, flags: DistFlag) -> None:
+    assert receiver.receive_data(_valid_frame(flags), 0.0) == [
+        c.RegSend(P1, Atom("rex"), (Atom("hello"), [1, 2, 3]))]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@settings(max_examples=300, deadline=None)
+@given(bodies=st.lists(st.binary(min_size=1, max_size=80), max_size=5))
+def test_random_packets_are_bad_frames(mode: str, bodies: list[bytes]) -> None:
+    receiver = conn(MODES[mode])
+    for body in bodies:
+        for event in receiver.receive_data(packet(body), 0.0):
+            if isinstance(event, BadFrame):
+                assert isinstance(event.error, RemoteProtocolError)
+                assert event.raw in body or body in event.raw
+    _assert_still_works(receiver, MODES[mode])
+
+
+@pytest.mark.parametrize("mode", MODES)
+@settings(max_examples=300, deadline=None)
+@given(prefix=st.sampled_from([b"\x83\x44", b"\x83\x45", b"\x83\x46", b"\x70\x83", b""]),
+       body=st.binary(max_size=60))
+def test_plausible_packets_are_bad_frames_or_messages(
+    mode: str, prefix: bytes, body: bytes
+) -> None:
+    receiver = conn(MODES[mode])
+    receiver.receive_data(atom_cache_frame([(1, "x"), (2, "y")]), 0.0)
+    if prefix + body:
+        receiver.receive_data(packet(prefix + body), 0.0)
+    assert receiver.pending_fragment_bytes <= len(body)
+    _assert_still_works(receiver, MODES[mode])
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=st.binary(max_size=300))
+def test_random_streams_give_events_or_a_typed_error(stream: bytes) -> None:
+    receiver = conn(FULL, max_message_size=64)
+    try:
+        for i in range(0, len(stream), 7):
+            receiver.receive_data(stream[i:i + 7], 0.0)
+    except RemoteProtocolError as exc:
+        assert "limit is 64" in str(exc)
+        assert receiver.state is ConnectionState.FAILED
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_truncation_of_a_frame_is_a_bad_frame(mode: str) -> None:
+    frame = _valid_frame(MODES[mode])
+    body = frame[4:]
+    receiver = conn(MODES[mode])
+    for cut in range(1, len(body)):
+        (event,) = receiver.receive_data(packet(body[:cut]), 0.0)
+        assert isinstance(event, BadFrame), cut
+        assert event.raw == body[:cut]
+        # and with garbage appended instead
+        (event,) = receiver.receive_data(packet(body + b"\x00" * cut), 0.0)
+        assert isinstance(event, BadFrame), cut
+    _assert_still_works(receiver, MODES[mode])
+
+
+def test_lying_lengths() -> None:
+    receiver = conn(FULL, max_message_size=1000)
+    # A length that claims more than arrives: nothing happens yet, nothing is allocated for it.
+    assert receiver.receive_data((999).to_bytes(4, "big") + b"\x83\x44", 0.0) == []
+    receiver2 = conn(FULL, max_message_size=1000)
+    with pytest.raises(RemoteProtocolError, match="1001-byte packet; the limit is 1000"):
+        receiver2.receive_data((1001).to_bytes(4, "big"), 0.0)
+    assert receiver2.state is ConnectionState.FAILED
+    # Announced only after a packet was split over reads, too.
+    receiver3 = conn(FULL, max_message_size=1000)
+    receiver3.receive_data(b"\x00", 0.0)
+    with pytest.raises(RemoteProtocolError, match="limit"):
+        receiver3.receive_data(b"\xff\xff\xff", 0.0)
+
+
+def test_wrong_format_for_the_flags() -> None:
+    header_frame = _valid_frame(FULL)
+    pass_frame = _valid_frame(PASS)
+    (event,) = conn(PASS).receive_data(header_frame, 0.0)
+    assert isinstance(event, BadFrame) and "other frame format" in str(event.error)
+    (event,) = conn(FULL).receive_data(pass_frame, 0.0)
+    assert isinstance(event, BadFrame) and "other frame format" in str(event.error)
+
+
+def _frag(kind: int, seq: int, frag: int, data: bytes, refs: bytes = b"\x00") -> bytes:
+    ids = seq.to_bytes(8, "big") + frag.to_bytes(8, "big")
+    return packet(bytes((131, kind)) + ids + (refs if kind == 69 else b"") + data)
+
+
+def test_fragment_sequence_that_never_completes_is_bounded() -> None:
+    receiver = conn(FULL, max_message_size=10_000, max_pending_fragments=8)
+    bad = 0
+    for seq in range(1, 50):
+        events = receiver.receive_data(_frag(69, seq, 3, b"z" * 500), 0.0)
+        bad += sum(isinstance(e, BadFrame) for e in events)
+        assert receiver.pending_fragment_bytes <= 10_000
+    assert bad == 49 - 8  # only 8 sequences may be open
+    for _ in range(100):  # continuations that would overflow the bound
+        receiver.receive_data(_frag(70, 1, 2, b"z" * 900), 0.0)
+        assert receiver.pending_fragment_bytes <= 10_000
+    _assert_still_works(receiver, FULL)
+
+
+def test_fragment_errors() -> None:
+    receiver = conn(FULL)
+    (event,) = receiver.receive_data(_frag(70, 5, 1, b"x"), 0.0)
+    assert isinstance(event, BadFrame) and "not open" in str(event.error)
+    assert receiver.receive_data(_frag(69, 5, 3, b"x"), 0.0) == []
+    (event,) = receiver.receive_data(_frag(70, 5, 1, b"x"), 0.0)
+    assert isinstance(event, BadFrame) and "expected 2" in str(event.error)
+    assert receiver.pending_fragment_bytes == 0
+    # A sequence whose pieces do not make a message.
+    receiver.receive_data(_frag(69, 6, 2, b"\x68\x02"), 0.0)
+    (event,) = receiver.receive_data(_frag(70, 6, 1, b"\x61"), 0.0)
+    assert isinstance(event, BadFrame)
+    _assert_still_works(receiver, FULL)
+
+
+def test_a_new_first_fragment_restarts_the_sequence() -> None:
+    sender = conn(FULL, fragment_size=10)
+    msg = c.SendSender(P1, P2, b"q" * 40)
+    sender.send(msg)
+    (data,) = sender.data_to_send()
+    first_len = int.from_bytes(data[:4], "big") + 4
+    receiver = conn(FULL)
+    assert receiver.receive_data(data[:first_len], 0.0) == []
+    events = receiver.receive_data(data, 0.0)  # the same sequence again, from its start
+    assert [type(e) for e in events] == [BadFrame, c.SendSender]
+    assert "restarted" in str(events[0].error)  # type: ignore[union-attr]
+    assert events[1] == msg
+
+
+def test_single_fragment_sequence() -> None:
+    # A 131,69 header with FragmentId 1 is a whole message.
+    sender = conn(FULL)
+    sender.send(c.Link(P1, P2))
+    (data,) = sender.data_to_send()
+    body = data[7:]  # after length and 131,68,0
+    receiver = conn(FULL)
+    assert receiver.receive_data(_frag(69, 9, 1, body), 0.0) == [c.Link(P1, P2)]
+
+
+def test_outbound_sequence_ids_differ() -> None:
+    sender = conn(FULL, fragment_size=8)
+    ids = []
+    for _ in range(3):
+        sender.send(c.SendSender(P1, P2, b"w" * 20))
+        (data,) = sender.data_to_send()
+        assert data[4:6] == bytes((131, 69))
+        ids.append(int.from_bytes(data[6:14], "big"))
+    assert len(set(ids)) == 3
+
