@@ -45,6 +45,8 @@ log = logging.getLogger("pyerl_node.channel")
 # Senders wait (``drain``) while more than this is queued for the socket: bounded memory.
 _HIGH_WATER = 4 * 1024 * 1024
 _HANDSHAKE_TIMEOUT = 7.0  # net_setuptime's default
+# Queued output beyond this is written at once instead of at the end of the loop iteration.
+_FLUSH_AT = 256 * 1024
 
 
 class PeerWinsSimultaneousError(HandshakeError):
@@ -63,6 +65,7 @@ class Channel(asyncio.Protocol):
         self.peer: Atom = peer if peer is not None else Atom("")
         self.flags = DistFlag(0)
         self.visible = False
+        self.send_sender = self.exit_payload = self.alias = False
         self.handshake_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
@@ -188,7 +191,12 @@ class Channel(asyncio.Protocol):
             self._timer.cancel()
         self.peer = Atom(event.peer_name)
         self.flags = event.flags
-        self.visible = bool(event.flags & DistFlag.PUBLISHED) and not self.node.hidden
+        bits = int(event.flags)
+        self.visible = bool(bits & DistFlag.PUBLISHED) and not self.node.hidden
+        # per-message decisions read these instead of IntFlag arithmetic (slow in Python)
+        self.send_sender = bool(bits & DistFlag.SEND_SENDER)
+        self.exit_payload = bool(bits & DistFlag.EXIT_PAYLOAD)
+        self.alias = bool(bits & DistFlag.ALIAS)
         now = self._loop.time()
         self._conn = Connection(
             local_node=self.node.node_atom.name,
@@ -237,7 +245,10 @@ class Channel(asyncio.Protocol):
         if conn is None or self._closed:
             return
         conn.send(msg)
-        self._schedule_flush()
+        if conn.pending_bytes > _FLUSH_AT:
+            self._flush()  # let big or many messages start moving while more are encoded
+        else:
+            self._schedule_flush()
 
     async def drain(self) -> None:
         """Wait while the socket's outbound buffer is above its high-water mark."""
@@ -256,9 +267,8 @@ class Channel(asyncio.Protocol):
         self._flush_pending = False
         if self._conn is None or self._transport is None or self._closed:
             return
-        chunks = self._conn.data_to_send()
-        if chunks:
-            self._transport.writelines(chunks)
+        for chunk in self._conn.data_to_send():
+            self._transport.write(chunk)
 
     def _arm_timer(self) -> None:
         if self._conn is None or self._closed:

@@ -167,6 +167,7 @@ class Connection:
         self.local_node = local_node
         self.peer_node = peer_node
         self.flags = flags
+        self._flag_bits = int(flags)
         self.state = ConnectionState.OPEN
         self._header_mode = bool(flags & (DistFlag.DIST_HDR_ATOM_CACHE | DistFlag.FRAGMENTS))
         self._fragments = bool(flags & DistFlag.FRAGMENTS)
@@ -341,7 +342,8 @@ class Connection:
         """
         self._check_open("send")
         required = _REQUIRED_FLAG.get(type(msg))
-        if required is not None and not self.flags & required:
+        # plain int test: IntFlag's & runs in Python and costs more than the check is worth
+        if required is not None and not self._flag_bits & required.value:
             raise LocalProtocolError(
                 f"{type(msg).__name__} needs {required.name}, which {self.peer_node} "
                 "did not negotiate"
@@ -396,12 +398,21 @@ class Connection:
                 )
                 frame_end = frame_start
 
-    def data_to_send(self) -> list[bytes]:
-        """Everything queued since the last call (ticks included), as one chunk."""
+    @property
+    def pending_bytes(self) -> int:
+        """How many bytes are queued for ``data_to_send``."""
+        return len(self._out)
+
+    def data_to_send(self) -> list[bytearray]:
+        """Everything queued since the last call (ticks included), as one chunk.
+
+        The buffer itself is handed over (a fresh one takes its place): a big message is not
+        copied again on its way to the socket.
+        """
         if not self._out:
             return []
-        data = bytes(self._out)
-        self._out.clear()
+        data = self._out
+        self._out = bytearray()
         return [data]
 
     # -- timers --------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from pyerl_node.errors import CallTimeout, NodeDown, NoProc, ProcessExit
-from pyerl_node.flags import DistFlag
 from pyerl_node.process import DOWN, NOCONNECTION, NOPROC, Process
 from pyerl_node.terms import Atom, ImproperList, Pid, Reference, Term
 
@@ -55,8 +54,8 @@ async def reply(node: Node, from_: From, value: Term, *, sender: Pid | None = No
     caller, tag = from_
     alias = alias_of(tag)
     if alias is not None and alias.node is not node.node_atom:
-        flags = node.peer_flags(alias.node)
-        if flags is not None and flags & DistFlag.ALIAS:
+        channel = node.connected_channel(alias.node)
+        if channel is not None and channel.alias:
             await node.send(alias, (tag, value), sender=sender)
             return
     await node.send(caller, (tag, value), sender=sender)

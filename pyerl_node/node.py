@@ -48,6 +48,7 @@ from pyerl_node.process import (
     python_exit_reason,
 )
 from pyerl_node.registry import Registry
+from pyerl_node.services import global_names as global_mod  # global:
 from pyerl_node.services import rpc as rpc_service
 from pyerl_node.terms import Atom, Pid, Reference, Term
 
@@ -84,6 +85,7 @@ class Node:
         net_ticktime: float = 60.0,
         connect_timeout: float = 7.0,
         challenge_source: Callable[[], int] | None = None,
+        global_names: bool = True,  # global: take part in `global` (GLOBAL.md)
     ) -> None:
         self.name = parse_node_name(name)
         self.node_atom = Atom(str(self.name))
@@ -113,6 +115,8 @@ class Node:
         self._background: set[asyncio.Task[Any]] = set()
         self._system: Process | None = None
         self._started = False
+        self.global_names = global_names  # global: started by start_builtin_services
+        self.global_service: global_mod.GlobalNameServer | None = None  # global:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -338,7 +342,7 @@ class Node:
         self, channel: Channel, from_pid: Pid, target: Term, message: Term
     ) -> c.ControlMessage:
         if isinstance(target, Pid):
-            if channel.flags & DistFlag.SEND_SENDER:
+            if channel.send_sender:
                 return c.SendSender(from_pid, target, message)
             return c.Send(target, message)
         if isinstance(target, Reference):
@@ -465,6 +469,10 @@ class Node:
         assert pid is not None
         return pid
 
+    def connected_channel(self, node: Atom) -> Channel | None:
+        """The live connection to ``node``, None if not connected."""
+        return self._channels.get(node)
+
     def peer_flags(self, node: Atom) -> DistFlag | None:
         """The negotiated flags of the connection to ``node``, None if not connected."""
         channel = self._channels.get(node)
@@ -584,7 +592,7 @@ class Node:
         channel = self._channels.get(watcher.node)
         if channel is None:
             return
-        if channel.flags & DistFlag.EXIT_PAYLOAD:
+        if channel.exit_payload:
             channel.send(c.PayloadMonitorPExit(entry.target, watcher, ref, reason))
         else:
             channel.send(c.MonitorPExit(entry.target, watcher, ref, reason))
@@ -634,7 +642,7 @@ class Node:
         if from_link:
             # a link over a connection that is gone is already broken on the other side
             if channel is not None:
-                payload = bool(channel.flags & DistFlag.EXIT_PAYLOAD)
+                payload = channel.exit_payload
                 channel.send(
                     c.PayloadExit(sender, target, reason)
                     if payload
@@ -644,7 +652,7 @@ class Node:
         if channel is None:
             self._spawn_task(self._exit2_later(sender, target, reason))
             return
-        payload = bool(channel.flags & DistFlag.EXIT_PAYLOAD)
+        payload = channel.exit_payload
         channel.send(
             c.PayloadExit2(sender, target, reason) if payload else c.Exit2(sender, target, reason)
         )
@@ -847,7 +855,7 @@ class Node:
     def _on_link(self, channel: Channel, msg: Any) -> None:
         proc = self.registry.get(msg.to_pid)
         if proc is None:
-            if channel.flags & DistFlag.EXIT_PAYLOAD:
+            if channel.exit_payload:
                 channel.send(c.PayloadExit(msg.to_pid, msg.from_pid, NOPROC))
             else:
                 channel.send(c.Exit(msg.to_pid, msg.from_pid, NOPROC))
@@ -904,6 +912,72 @@ class Node:
     def _on_spawn_reply(self, channel: Channel, msg: Any) -> None:
         reply = (rpc_service.SPAWN_REPLY_TAG, msg.req_id, msg.flags, msg.result)
         self._deliver_local(msg.to_pid, reply)
+
+    # -- global (owned by the global service) --------------------------------------------------
+    # Thin wrappers around pyerl_node.services.global_names (``:global`` of OTP). A ``str``
+    # name is an atom; LocalProtocolError when the node runs with ``global_names=False``.
+
+    def _global(self) -> global_mod.GlobalNameServer:
+        server = self.global_service
+        if server is None:
+            raise LocalProtocolError(
+                f"global is not running on {self.node_atom.name} (Node(global_names=True))")
+        return server
+
+    async def global_register(self, name: Term, pid: Pid, method: Term | None = None) -> bool:
+        """``global:register_name/2,3``: True (yes) or False (no). ``method`` is
+        ``random_exit_name`` (default), ``random_notify_name``, ``notify_all_name`` or an
+        ``Export`` fun/3."""
+        return await self._global().register_name(name, pid, method)
+
+    async def global_re_register(self, name: Term, pid: Pid,
+                                 method: Term | None = None) -> None:
+        """``global:re_register_name/2,3``."""
+        await self._global().re_register_name(name, pid, method)
+
+    async def global_unregister(self, name: Term) -> None:
+        """``global:unregister_name/1``."""
+        await self._global().unregister_name(name)
+
+    def global_whereis(self, name: Term) -> Pid | None:
+        """``global:whereis_name/1``: a local table read."""
+        return self._global().where(name)
+
+    def global_registered_names(self) -> list[Term]:
+        """``global:registered_names/0``."""
+        return self._global().registered_names()
+
+    async def global_send(self, name: Term, message: Term, *, sender: Pid | None = None) -> Pid:
+        """``global:send/2``: NoProc if no process has that name."""
+        return await self._global().send(name, message, sender=sender)
+
+    async def global_sync(self, nodes: list[Atom] | None = None, *,
+                          timeout: float | None = None) -> None:
+        """``global:sync/0,1``."""
+        await self._global().sync(nodes, timeout=timeout)
+
+    async def global_set_lock(
+        self, lock_id: tuple[Term, Term], nodes: list[Atom] | None = None,
+        retries: int | None = None, *, owner: Process | None = None,
+    ) -> bool:
+        """``global:set_lock/1,2,3`` (``retries=None`` is infinity)."""
+        return await self._global().set_lock(lock_id, nodes, retries, owner=owner)
+
+    async def global_del_lock(
+        self, lock_id: tuple[Term, Term], nodes: list[Atom] | None = None,
+        *, owner: Process | None = None,
+    ) -> None:
+        """``global:del_lock/1,2``."""
+        await self._global().del_lock(lock_id, nodes, owner=owner)
+
+    async def global_trans(
+        self, lock_id: tuple[Term, Term], fun: Callable[[], Any],
+        nodes: list[Atom] | None = None, retries: int | None = None,
+    ) -> Any:
+        """``global:trans/2,3,4``: ``await fun()`` under the lock, or ``aborted``."""
+        return await self._global().trans(lock_id, fun, nodes, retries)
+
+    # -- end of global ----------------------------------------------------------------------
 
 
 _HANDLERS: dict[type, Callable[[Node, Channel, Any], None]] = {

@@ -256,7 +256,7 @@ def test_frame_format_on_the_wire(mode: str) -> None:
     pos = 0
     while pos < len(big):
         length = int.from_bytes(big[pos:pos + 4], "big")
-        kinds.append(big[pos + 4:pos + 6])
+        kinds.append(bytes(big[pos + 4:pos + 6]))
         pos += 4 + length
     assert pos == len(big)
     if mode in ("fragments", "both"):
@@ -310,7 +310,7 @@ def test_send_is_batched_into_one_chunk() -> None:
     for i in range(100):
         sender.send(c.SendSender(P1, P2, i))
     chunks = sender.data_to_send()
-    assert len(chunks) == 1 and isinstance(chunks[0], bytes)
+    assert len(chunks) == 1 and isinstance(chunks[0], bytearray)
     assert sender.data_to_send() == []
     events = conn(FULL).receive_data(chunks[0], 0.0)
     assert [e.message for e in events] == list(range(100))  # type: ignore[union-attr]
