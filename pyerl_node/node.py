@@ -291,9 +291,8 @@ class Node:
         task = proc.task
         if task is not None and task is not asyncio.current_task() and not task.done():
             task.cancel()
-        for alias, owner in list(self._aliases.items()):
-            if owner is proc:
-                del self._aliases[alias]
+        for alias in proc.aliases:
+            self._aliases.pop(alias, None)
         link_reason = Atom("killed") if reason is KILL else reason
         for other in proc.links:
             self._send_exit(proc.pid, other, link_reason, from_link=True)
@@ -305,8 +304,8 @@ class Node:
             self._drop_monitor(proc.pid, ref, target)
         proc.monitoring.clear()
         self._all_nodes_monitors.discard(proc.pid)
-        for watchers in self._node_monitors.values():
-            watchers.discard(proc.pid)
+        for node in proc.watched_nodes:
+            self._node_monitors.get(node, set()).discard(proc.pid)
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -484,10 +483,13 @@ class Node:
         """A reference that routes messages to ``proc`` until ``unalias``."""
         ref = self.make_ref()
         self._aliases[ref] = proc
+        proc.aliases.add(ref)
         return ref
 
     def unalias(self, ref: Reference) -> None:
-        self._aliases.pop(ref, None)
+        owner = self._aliases.pop(ref, None)
+        if owner is not None:
+            owner.aliases.discard(ref)
 
     # -- links ---------------------------------------------------------------------------------
 
@@ -602,10 +604,15 @@ class Node:
     def monitor_node(self, watcher: Pid, node: Atom | str, enable: bool = True) -> None:
         """``erlang:monitor_node/2``: ``{nodedown, Node}`` when the connection goes down."""
         node = _atom(node)
+        proc = self.registry.get(watcher)
+        if proc is None:
+            return
         if not enable:
             self._node_monitors.get(node, set()).discard(watcher)
+            proc.watched_nodes.discard(node)
             return
         self._node_monitors.setdefault(node, set()).add(watcher)
+        proc.watched_nodes.add(node)
         if node not in self._channels:
             self._send_remote_soon(node, None, on_fail=lambda: self._nodedown_to(watcher, node))
 

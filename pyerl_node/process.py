@@ -56,6 +56,8 @@ class Process:
     monitored_by: dict[Reference, MonitorEntry] = field(default_factory=dict)
     # monitors we hold on others: reference -> what we monitor (pid, or (name, node))
     monitoring: dict[Reference, Term] = field(default_factory=dict)
+    aliases: set[Reference] = field(default_factory=set)
+    watched_nodes: set[Atom] = field(default_factory=set)  # monitor_node targets
     group_leader: Pid | None = None
     task: asyncio.Task[Any] | None = None
     exit_reason: Term = None

@@ -215,13 +215,14 @@ async def test_spawned_process_lifecycle(pair: tuple[Node, Node]) -> None:
     # a message to a dead pid is dropped silently, a monitor of it fires noproc
     await a.send(proc.pid, "late")
     ref2 = watcher.monitor(proc.pid)
-    assert await watcher.receive(timeout=5) == (DOWN, ref2, Atom("process"), proc.pid, Atom("noproc"))
+    noproc = (DOWN, ref2, Atom("process"), proc.pid, Atom("noproc"))
+    assert await watcher.receive(timeout=5) == noproc
 
 
 async def test_simultaneous_connect_ends_in_one_connection(pair: tuple[Node, Node]) -> None:
     a, b = pair
     results = await asyncio.gather(a.connect(b.node_atom), b.connect(a.node_atom))
-    assert results == [True, True]
+    assert list(results) == [True, True]
     await asyncio.sleep(0.2)
     assert a.nodes() == [b.node_atom] and b.nodes() == [a.node_atom]
     assert await a.ping(b.node_atom) and await b.ping(a.node_atom)
@@ -240,3 +241,19 @@ async def test_gen_call_helper_direct(pair: tuple[Node, Node]) -> None:
     srv = start_server(b, Echo())
     assert await gen.call(a, srv.pid, 7) == (Atom("echo"), 7)
     assert isinstance(srv.pid, Pid)
+
+
+async def test_alias_routes_until_unaliased_or_exit(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    owner = b.mailbox()
+    alias = b.alias(owner)
+    await a.send(alias, "via alias")  # ALIAS_SEND over the wire
+    assert await owner.receive(timeout=5) == b"via alias"
+    b.unalias(alias)
+    await a.send(alias, "dropped")
+    await a.send(owner.pid, "direct")
+    assert await owner.receive(timeout=5) == b"direct"  # the aliased message never arrived
+    second = b.alias(owner)
+    owner.exit(Atom("normal"))
+    assert not owner.aliases
+    await b.send(second, "to nobody")  # dropped silently, nothing raised
