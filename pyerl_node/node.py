@@ -293,6 +293,7 @@ class Node:
             task.cancel()
         for alias in proc.aliases:
             self._aliases.pop(alias, None)
+        proc.aliases.clear()
         link_reason = Atom("killed") if reason is KILL else reason
         for other in proc.links:
             self._send_exit(proc.pid, other, link_reason, from_link=True)
@@ -306,6 +307,7 @@ class Node:
         self._all_nodes_monitors.discard(proc.pid)
         for node in proc.watched_nodes:
             self._node_monitors.get(node, set()).discard(proc.pid)
+        proc.watched_nodes.clear()
 
     # -- messages ------------------------------------------------------------------------------
 
