@@ -160,7 +160,8 @@ async def test_python_calls_beam(
     assert info.value.kind == "error" and info.value.reason[0] is Atom("boom")
     with pytest.raises(RpcError) as info:
         await py.rpc(b, "nomod", "f", [1])
-    assert info.value.reason == (Atom("EXIT"), (Atom("undef"), [(Atom("nomod"), Atom("f"), [1], [])]))
+    undef: Term = (Atom("undef"), [(Atom("nomod"), Atom("f"), [1], [])])
+    assert info.value.reason == (Atom("EXIT"), undef)
     with pytest.raises(RpcError) as info:
         await py.rpc(b, "timer", "sleep", [2000], timeout=0.2)
     assert info.value.reason is Atom("timeout")

@@ -303,6 +303,9 @@ async def dial(node: Node, peer: Atom) -> Channel:
         address = await epmd_client.port_please(name.alive, name.host, epmd_port=node.epmd_port)
     except EpmdError as exc:
         raise NodeDown(f"{peer.name}: {exc}") from exc
+    if address.highest_version < 6:
+        raise NodeDown(f"{peer.name} speaks distribution versions up to "
+                       f"{address.highest_version} only; we need 6")
     loop = asyncio.get_running_loop()
     _, channel = await loop.create_connection(
         lambda: Channel(node, initiator=True, peer=peer), name.host, address.port

@@ -36,6 +36,10 @@ def _add_node_options(parser: argparse.ArgumentParser, *, required: bool) -> Non
         "--net-ticktime", type=float, default=60.0, help="seconds of silence before nodedown"
     )
     parser.add_argument("--hidden", action="store_true", help="connect as a hidden node")
+    parser.add_argument(
+        "--listen-host", default="127.0.0.1",
+        help="address to accept connections on (default loopback; 0.0.0.0 for all)",
+    )
 
 
 def _node_name(args: argparse.Namespace, default_alive: str, long: bool) -> str:
@@ -53,6 +57,7 @@ def _make_node(args: argparse.Namespace, name: str, *, hidden: bool | None = Non
         hidden=args.hidden if hidden is None else hidden,
         epmd_port=args.epmd_port,
         net_ticktime=args.net_ticktime,
+        listen_host=args.listen_host,
     )
 
 

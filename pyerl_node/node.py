@@ -150,12 +150,13 @@ class Node:
                 alive, port, epmd_port=self.epmd_port, hidden=self.hidden
             )
         except EpmdError as exc:
-            if not self.start_epmd or type(exc) is not EpmdError:
+            # only "nothing listens there" means no EPMD; a timeout or a bad reply is an error
+            if not self.start_epmd or not isinstance(exc.__cause__, ConnectionRefusedError):
                 raise
         # Nothing answers on the EPMD port: run our own, as `erl` starts epmd when needed.
         from epmd import EpmdServer
 
-        self._embedded_epmd = EpmdServer(address="127.0.0.1", port=self.epmd_port)
+        self._embedded_epmd = EpmdServer(address=self.listen_host, port=self.epmd_port)
         await self._embedded_epmd.start()
         log.info("started the Python EPMD on port %d", self.epmd_port)
         return await epmd_client.register(
@@ -937,28 +938,28 @@ class Node:
         """``global:register_name/2,3``: True (yes) or False (no). ``method`` is
         ``random_exit_name`` (default), ``random_notify_name``, ``notify_all_name`` or an
         ``Export`` fun/3."""
-        return await self._global().register_name(name, pid, method)
+        return await self._global().registrar.register_name(name, pid, method)
 
     async def global_re_register(self, name: Term, pid: Pid,
                                  method: Term | None = None) -> None:
         """``global:re_register_name/2,3``."""
-        await self._global().re_register_name(name, pid, method)
+        await self._global().registrar.re_register_name(name, pid, method)
 
     async def global_unregister(self, name: Term) -> None:
         """``global:unregister_name/1``."""
-        await self._global().unregister_name(name)
+        await self._global().registrar.unregister_name(name)
 
     def global_whereis(self, name: Term) -> Pid | None:
         """``global:whereis_name/1``: a local table read."""
-        return self._global().where(name)
+        return self._global().tables.where(name)
 
     def global_registered_names(self) -> list[Term]:
         """``global:registered_names/0``."""
-        return self._global().registered_names()
+        return self._global().tables.registered_names()
 
     async def global_send(self, name: Term, message: Term, *, sender: Pid | None = None) -> Pid:
         """``global:send/2``: NoProc if no process has that name."""
-        return await self._global().send(name, message, sender=sender)
+        return await self._global().registrar.send(name, message, sender=sender)
 
     async def global_sync(self, nodes: list[Atom] | None = None, *,
                           timeout: float | None = None) -> None:
@@ -970,21 +971,21 @@ class Node:
         retries: int | None = None, *, owner: Process | None = None,
     ) -> bool:
         """``global:set_lock/1,2,3`` (``retries=None`` is infinity)."""
-        return await self._global().set_lock(lock_id, nodes, retries, owner=owner)
+        return await self._global().registrar.set_lock(lock_id, nodes, retries, owner=owner)
 
     async def global_del_lock(
         self, lock_id: tuple[Term, Term], nodes: list[Atom] | None = None,
         *, owner: Process | None = None,
     ) -> None:
         """``global:del_lock/1,2``."""
-        await self._global().del_lock(lock_id, nodes, owner=owner)
+        await self._global().registrar.del_lock(lock_id, nodes, owner=owner)
 
     async def global_trans(
         self, lock_id: tuple[Term, Term], fun: Callable[[], Any],
         nodes: list[Atom] | None = None, retries: int | None = None,
     ) -> Any:
         """``global:trans/2,3,4``: ``await fun()`` under the lock, or ``aborted``."""
-        return await self._global().trans(lock_id, fun, nodes, retries)
+        return await self._global().registrar.trans(lock_id, fun, nodes, retries)
 
     # -- end of global ----------------------------------------------------------------------
 

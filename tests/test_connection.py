@@ -287,7 +287,7 @@ def test_interleaved_fragment_sequences() -> None:
     frames: dict[int, list[bytes]] = {}
     for msg in (first, second):
         sender.send(msg)
-        (data,) = sender.data_to_send()
+        data = bytes(sender.data_to_send()[0])
         pos, parts = 0, []
         while pos < len(data):
             end = pos + 4 + int.from_bytes(data[pos:pos + 4], "big")
@@ -420,7 +420,7 @@ def test_bad_configuration() -> None:
 def _valid_frame(flags: DistFlag) -> bytes:
     sender = conn(flags)
     sender.send(c.RegSend(P1, Atom("rex"), (Atom("hello"), [1, 2, 3])))
-    return sender.data_to_send()[0]
+    return bytes(sender.data_to_send()[0])
 
 
 def _assert_still_works(receiver: Connection, flags: DistFlag) -> None:
@@ -559,7 +559,7 @@ def test_single_fragment_sequence() -> None:
     # A 131,69 header with FragmentId 1 is a whole message.
     sender = conn(FULL)
     sender.send(c.Link(P1, P2))
-    (data,) = sender.data_to_send()
+    data = bytes(sender.data_to_send()[0])
     body = data[7:]  # after length and 131,68,0
     receiver = conn(FULL)
     assert receiver.receive_data(_frag(69, 9, 1, body), 0.0) == [c.Link(P1, P2)]
