@@ -141,7 +141,7 @@ async def test_elixir_connects_and_calls_python_genserver(
     assert await ex_eval(ex, f':"{p}" in Node.list()') == "true"
     assert await ex_eval(ex, f'Node.ping(:"{p}")') == ":pong"
     assert await ex_eval(ex, f'GenServer.call({{:gen_echo, :"{p}"}}, :hello)') == "{:echo, :hello}"
-    out = await ex_eval(ex, 
+    out = await ex_eval(ex,
         f'GenServer.cast({{:gen_echo, :"{p}"}}, {{self(), :x}})\n'
         "receive do {:casted, :x} -> :ok after 5000 -> :timeout end"
     )
@@ -150,7 +150,7 @@ async def test_elixir_connects_and_calls_python_genserver(
 
 async def test_python_calls_elixir_genserver(beam_node: BeamNodeFactory, py: Node) -> None:
     ex = beam_node("25", elixir=True)
-    await ex_eval(ex, 
+    await ex_eval(ex,
         "defmodule PyerlCounter do\n"
         "  use GenServer\n"
         "  def init(n), do: {:ok, n}\n"
@@ -299,7 +299,9 @@ async def test_dead_peer_detected(
     try:
         watcher = node.mailbox()
         killed = beam_node(otp_release, prefix="killed")
-        frozen = beam_node(otp_release, prefix="frozen", extra_args=["-kernel", "net_ticktime", "4"])
+        frozen = beam_node(
+            otp_release, prefix="frozen", extra_args=["-kernel", "net_ticktime", "4"]
+        )
         for beam in (killed, frozen):
             assert await node.connect(Atom(beam.name))
             node.monitor_node(watcher.pid, Atom(beam.name))

@@ -15,8 +15,9 @@ and ``true``) decode as :class:`ExactKey`. Each encodes back to the original ter
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, TypeAlias
 
 # Any decoded or encodable term. Kept loose on purpose: a precise recursive alias
@@ -227,8 +228,9 @@ class ExactKey:
     """A map key that Python would confuse with another key of the same map.
 
     Erlang keeps ``1``, ``1.0`` and ``true`` apart; Python's ``dict`` does not. Such keys are
-    wrapped so that no entry is lost. An ``ExactKey`` equals its value only when the types
-    match too, so ``d[1]`` still finds ``ExactKey(1)``.
+    wrapped so that no entry is lost. An ``ExactKey`` equals a value only when Erlang's ``=:=``
+    would: same types all the way down (so ``{1}`` is not ``{1.0}``) and ``0.0`` is not
+    ``-0.0`` (OTP 27+). ``d[1]`` still finds ``ExactKey(1)``.
     """
 
     __slots__ = ("value",)
@@ -243,13 +245,42 @@ class ExactKey:
     def __eq__(self, other: object) -> bool:
         if type(other) is ExactKey:
             other = other.value
-        return type(other) is type(self.value) and bool(other == self.value)
+        return _exactly_equal(self.value, other)
 
     def __hash__(self) -> int:
         return hash(self.value)
 
     def __repr__(self) -> str:
         return f"ExactKey({self.value!r})"
+
+
+def _exactly_equal(a: Term, b: Term) -> bool:
+    """``a == b`` where Erlang's ``=:=`` also holds (types and the sign of zero match)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is float:
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    if type(a) in (tuple, list, FrozenList):
+        return len(a) == len(b) and all(map(_exactly_equal, a, b))
+    if type(a) in (dict, FrozenMap):
+        if len(a) != len(b):
+            return False
+        for key, value in a.items():
+            # b[key] may have been found under a key that is only Python-equal to ours.
+            twin = next((k for k in b if _exactly_equal(k, key)), _ABSENT)
+            if twin is _ABSENT or not _exactly_equal(value, b[twin]):
+                return False
+        return True
+    if type(a) is ImproperList:
+        return _exactly_equal(a.items, b.items) and _exactly_equal(a.tail, b.tail)
+    if type(a) is ExactKey:
+        return _exactly_equal(a.value, b.value)
+    if type(a) is Fun:
+        return a == b and _exactly_equal(a.free_vars, b.free_vars)
+    return bool(a == b)
+
+
+_ABSENT: Any = object()
 
 
 def freeze(term: Term) -> Term:
@@ -262,4 +293,6 @@ def freeze(term: Term) -> Term:
         return tuple(freeze(item) for item in term)
     if isinstance(term, ImproperList):
         return ImproperList(tuple(freeze(i) for i in term.items), freeze(term.tail))
+    if isinstance(term, Fun):
+        return replace(term, free_vars=tuple(freeze(v) for v in term.free_vars))
     return term

@@ -80,7 +80,7 @@ def test_cli_run_ping_names_and_sigterm(tmp_path: Path) -> None:
             [sys.executable, "-m", "pyerl_node", "names"],
             env=env, capture_output=True, text=True, timeout=30, check=False,
         )
-        assert f"name {name.split('@')[0]} at port" in names.stdout
+        assert f"name {name.split('@', maxsplit=1)[0]} at port" in names.stdout
     finally:
         _stop(server)
     assert server.returncode == 0
