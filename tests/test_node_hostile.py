@@ -1,0 +1,140 @@
+"""Bad input from a peer never takes the node down, nor its other connections."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pyerl_node import control as c
+from pyerl_node.connection import Connection
+from pyerl_node.etf import encode
+from pyerl_node.flags import DistFlag, default_flags
+from pyerl_node.handshake import HandshakeComplete, InitiatorHandshake
+from pyerl_node.node import Node
+from pyerl_node.terms import Atom, Pid
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[Node, Node]]:
+    port = _free_port()
+    tag = secrets.token_hex(3)
+    a = Node(f"a{tag}@127.0.0.1", "cookie", epmd_port=port)
+    b = Node(f"b{tag}@127.0.0.1", "cookie", epmd_port=port)
+    await a.start()
+    await b.start()
+    try:
+        yield a, b
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+async def _raw_peer(
+    target: Node, cookie: str = "cookie", flags: DistFlag | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, HandshakeComplete]:
+    """A hand-driven peer: TCP plus our sans-I/O initiator, so the test controls every byte."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
+    try:
+        return reader, writer, await _handshake(reader, writer, target, cookie, flags)
+    except BaseException:
+        writer.close()
+        await writer.wait_closed()
+        raise
+
+
+async def _handshake(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: Node, cookie: str,
+    flags: DistFlag | None,
+) -> HandshakeComplete:
+    hs = InitiatorHandshake(
+        local_name=f"raw{secrets.token_hex(3)}@127.0.0.1", peer_name=target.node_atom.name,
+        cookie=cookie, flags=flags or default_flags(), creation=7,
+        challenge_source=lambda: 12345,
+    )
+    hs.start()
+    writer.write(hs.data_to_send())
+    while True:
+        data = await asyncio.wait_for(reader.read(4096), 5)
+        if not data:
+            raise ConnectionError("closed during the handshake")
+        for event in hs.receive_data(data):
+            if isinstance(event, HandshakeComplete):
+                writer.write(hs.data_to_send())
+                return event
+        writer.write(hs.data_to_send())
+
+
+async def _until_closed(reader: asyncio.StreamReader) -> None:
+    """Read until the node hangs up (bounded)."""
+    async with asyncio.timeout(10):
+        while await reader.read(65536):
+            pass
+
+
+async def test_garbage_before_and_during_handshake(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    for junk in (b"\x00\x05hello", b"GET / HTTP/1.1\r\n\r\n", b"\xff" * 100, b""):
+        reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
+        writer.write(junk)
+        writer.write_eof()
+        await _until_closed(reader)
+        writer.close()
+        await writer.wait_closed()
+    assert await b.ping(a.node_atom)
+
+
+async def test_wrong_cookie_raw_peer_is_closed(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    with pytest.raises(ConnectionError):
+        await _raw_peer(a, cookie="wrong")
+    assert await b.ping(a.node_atom)
+
+
+async def test_bad_frames_are_skipped_and_the_connection_goes_on(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    assert await b.ping(a.node_atom)
+    box = a.mailbox(name="inbox")
+    reader, writer, done = await _raw_peer(a)
+    conn = Connection(local_node="raw@127.0.0.1", peer_node=a.node_atom.name,
+                      flags=done.flags, now=0.0)
+    me = Pid(Atom(str(done.peer_name)), 1, 0, 7)
+
+    def packet(body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + body
+
+    header = bytes((131, 68, 0))
+    writer.write(packet(header + b"\x68\x02\x61"))  # truncated control tuple
+    writer.write(packet(header + bytes((104, 2, 97, 99, 97, 1))))  # unknown op 99
+    writer.write(packet(bytes((112, 131, 100))))  # pass-through frame in header mode
+    writer.write(packet(header + encode((6, me, Atom(""), Atom("inbox")))[1:] + b"\xff\xff"))
+    conn.send(c.RegSend(me, Atom("inbox"), Atom("still_here")))
+    for chunk in conn.data_to_send():
+        writer.write(chunk)
+    await writer.drain()
+    assert await box.receive(timeout=5) is Atom("still_here")
+    assert await b.ping(a.node_atom)  # the other connection never noticed
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_oversized_length_closes_only_that_connection(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    assert await b.ping(a.node_atom)
+    reader, writer, _ = await _raw_peer(a)
+    writer.write(struct.pack(">I", 0xFFFFFFFF) + b"x" * 100)
+    await writer.drain()
+    await _until_closed(reader)  # the node hung up on us...
+    writer.close()
+    await writer.wait_closed()
+    assert await b.ping(a.node_atom)  # ...and on nobody else
