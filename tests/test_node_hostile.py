@@ -105,7 +105,7 @@ async def test_bad_frames_are_skipped_and_the_connection_goes_on(pair: tuple[Nod
     a, b = pair
     assert await b.ping(a.node_atom)
     box = a.mailbox(name="inbox")
-    reader, writer, done = await _raw_peer(a)
+    _reader, writer, done = await _raw_peer(a)
     conn = Connection(local_node="raw@127.0.0.1", peer_node=a.node_atom.name,
                       flags=done.flags, now=0.0)
     me = Pid(Atom(str(done.peer_name)), 1, 0, 7)
