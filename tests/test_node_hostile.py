@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 import struct
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,27 +15,6 @@ from pyerl_node.flags import DistFlag, default_flags
 from pyerl_node.handshake import HandshakeComplete, InitiatorHandshake
 from pyerl_node.node import Node
 from pyerl_node.terms import Atom, Pid
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def pair() -> AsyncIterator[tuple[Node, Node]]:
-    port = _free_port()
-    tag = secrets.token_hex(3)
-    a = Node(f"a{tag}@127.0.0.1", "cookie", epmd_port=port)
-    b = Node(f"b{tag}@127.0.0.1", "cookie", epmd_port=port)
-    await a.start()
-    await b.start()
-    try:
-        yield a, b
-    finally:
-        await b.stop()
-        await a.stop()
 
 
 async def _raw_peer(

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -24,25 +22,6 @@ EXIT = Atom("EXIT")
 DOWN = Atom("DOWN")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def pair() -> AsyncIterator[tuple[Node, Node]]:
-    port = _free_port()
-    tag = secrets.token_hex(3)
-    a = Node(f"a{tag}@127.0.0.1", "cookie", epmd_port=port)
-    b = Node(f"b{tag}@127.0.0.1", "cookie", epmd_port=port)
-    await a.start()  # starts the embedded EPMD
-    await b.start()
-    try:
-        yield a, b
-    finally:
-        await b.stop()
-        await a.stop()
 
 
 class Echo(GenServer):

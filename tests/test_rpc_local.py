@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import secrets
-import socket
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,12 +12,6 @@ from pyerl_node.node import Node
 from pyerl_node.services.rpc import ErlangError, Exposed, Throw
 from pyerl_node.term_syntax import format_term, parse
 from pyerl_node.terms import Atom, ImproperList, Term
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def slow(seconds: float) -> Atom:
@@ -51,25 +42,17 @@ class Counter:
 
 
 @pytest.fixture
-async def pair() -> AsyncIterator[tuple[Node, Node]]:
-    port = _free_port()
-    tag = secrets.token_hex(3)
-    caller = Node(f"c{tag}@127.0.0.1", "cookie", epmd_port=port)
-    server = Node(f"s{tag}@127.0.0.1", "cookie", epmd_port=port)
-    await caller.start()
-    await server.start()
+async def rpc_pair(pair: tuple[Node, Node]) -> tuple[Node, Node]:
+    """(caller, server): the server exposes ``math``, ``py`` and ``counter``."""
+    caller, server = pair
     server.expose("math", math)
     server.expose("py", {"slow": slow, "fail": fail, "echo": lambda x: x})
     server.expose("counter", Counter())
-    try:
-        yield caller, server
-    finally:
-        await server.stop()
-        await caller.stop()
+    return caller, server
 
 
-async def test_rpc_and_erpc_return_values(pair: tuple[Node, Node]) -> None:
-    caller, server = pair
+async def test_rpc_and_erpc_return_values(rpc_pair: tuple[Node, Node]) -> None:
+    caller, server = rpc_pair
     s = server.node_atom
     assert await caller.rpc(s, "math", "sqrt", [16.0]) == 4.0
     assert await caller.erpc(s, "math", "gcd", [12, 18]) == 6
@@ -79,8 +62,8 @@ async def test_rpc_and_erpc_return_values(pair: tuple[Node, Node]) -> None:
     assert await caller.rpc(s, "counter", "incr", [3]) == 5
 
 
-async def test_undefined_functions_are_undef(pair: tuple[Node, Node]) -> None:
-    caller, server = pair
+async def test_undefined_functions_are_undef(rpc_pair: tuple[Node, Node]) -> None:
+    caller, server = rpc_pair
     s = server.node_atom
     for mod, fun, args in [
         ("nomod", "f", [1]),
@@ -99,8 +82,8 @@ async def test_undefined_functions_are_undef(pair: tuple[Node, Node]) -> None:
         assert info.value.reason[0] is Atom("undef")
 
 
-async def test_exceptions_map_to_erlang_classes(pair: tuple[Node, Node]) -> None:
-    caller, server = pair
+async def test_exceptions_map_to_erlang_classes(rpc_pair: tuple[Node, Node]) -> None:
+    caller, server = rpc_pair
     s = server.node_atom
     assert await caller.rpc(s, "py", "fail", [b"throw"]) is Atom("thrown")  # rpc returns throws
     with pytest.raises(RpcError) as info:
@@ -119,8 +102,8 @@ async def test_exceptions_map_to_erlang_classes(pair: tuple[Node, Node]) -> None
     assert any(frame[1] is Atom("fail") for frame in stack)
 
 
-async def test_timeout_then_node_still_healthy(pair: tuple[Node, Node]) -> None:
-    caller, server = pair
+async def test_timeout_then_node_still_healthy(rpc_pair: tuple[Node, Node]) -> None:
+    caller, server = rpc_pair
     s = server.node_atom
     with pytest.raises(RpcError) as info:
         await caller.rpc(s, "py", "slow", [2.0], timeout=0.1)
@@ -128,8 +111,8 @@ async def test_timeout_then_node_still_healthy(pair: tuple[Node, Node]) -> None:
     assert await caller.rpc(s, "math", "sqrt", [4.0]) == 2.0
 
 
-async def test_concurrent_calls_and_multicall(pair: tuple[Node, Node]) -> None:
-    caller, server = pair
+async def test_concurrent_calls_and_multicall(rpc_pair: tuple[Node, Node]) -> None:
+    caller, server = rpc_pair
     s = server.node_atom
     results = await asyncio.gather(*(caller.rpc(s, "py", "echo", [i]) for i in range(300)))
     assert results == list(range(300))
@@ -141,8 +124,8 @@ async def test_concurrent_calls_and_multicall(pair: tuple[Node, Node]) -> None:
     assert bad == [Atom("ghost@127.0.0.1")]
 
 
-async def test_unreachable_node_is_nodedown(pair: tuple[Node, Node]) -> None:
-    caller, _ = pair
+async def test_unreachable_node_is_nodedown(rpc_pair: tuple[Node, Node]) -> None:
+    caller, _ = rpc_pair
     with pytest.raises(RpcError) as info:
         await caller.rpc("ghost@127.0.0.1", "m", "f", [], timeout=3)
     assert info.value.reason is Atom("nodedown")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +12,11 @@ from pathlib import Path
 
 from pyerl_node.sync import Node
 from pyerl_node.terms import Atom
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import free_port
 
 
 def test_sync_nodes_ping_send_and_receive() -> None:
-    port = _free_port()
+    port = free_port()
     tag = secrets.token_hex(3)
     with Node(f"s1{tag}@127.0.0.1", "c", epmd_port=port) as one, Node(
         f"s2{tag}@127.0.0.1", "c", epmd_port=port
@@ -57,7 +51,7 @@ def _stop(server: subprocess.Popen[str]) -> None:
 
 
 def test_cli_run_ping_names_and_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = os.environ | {"ERL_EPMD_PORT": str(port), "HOME": str(tmp_path)}
     name = f"cli{secrets.token_hex(3)}@127.0.0.1"
     server = _cli("run", "--name", name, "--cookie", "k", env=env, log=tmp_path / "log")
@@ -88,7 +82,7 @@ def test_cli_run_ping_names_and_sigterm(tmp_path: Path) -> None:
 
 def test_cli_cookie_defaults_to_erlang_cookie_file(tmp_path: Path) -> None:
     (tmp_path / ".erlang.cookie").write_text("fromfile\n")
-    port = _free_port()
+    port = free_port()
     env = os.environ | {"ERL_EPMD_PORT": str(port), "HOME": str(tmp_path)}
     name = f"ck{secrets.token_hex(3)}@127.0.0.1"
     server = _cli("run", "--name", name, env=env, log=tmp_path / "log")
