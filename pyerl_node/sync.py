@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -39,7 +39,8 @@ class Mailbox:
         self._node._call(self.process.link, other)
 
     def monitor(self, target: Pid | Atom | tuple[Atom, Atom | str]) -> Reference:
-        return self._node._call(self.process.monitor, target)
+        ref: Reference = self._node._call(self.process.monitor, target)
+        return ref
 
     def close(self) -> None:
         self._node._call(self.process.exit, Atom("normal"))
@@ -117,3 +118,46 @@ class Node:
 
     def disconnect(self, node: Atom | str) -> bool:
         return self._call(self.node.disconnect, node)  # type: ignore[no-any-return]
+
+    # -- global (owned by the global service) --------------------------------------------------
+    # The blocking forms of Node.global_*; see pyerl_node.services.global_names.
+
+    def global_register(self, name: Term, pid: Pid, method: Term | None = None) -> bool:
+        return self._run(self.node.global_register(name, pid, method))
+
+    def global_re_register(self, name: Term, pid: Pid, method: Term | None = None) -> None:
+        self._run(self.node.global_re_register(name, pid, method))
+
+    def global_unregister(self, name: Term) -> None:
+        self._run(self.node.global_unregister(name))
+
+    def global_whereis(self, name: Term) -> Pid | None:
+        return self._call(self.node.global_whereis, name)  # type: ignore[no-any-return]
+
+    def global_registered_names(self) -> list[Term]:
+        return self._call(self.node.global_registered_names)  # type: ignore[no-any-return]
+
+    def global_send(self, name: Term, message: Term) -> Pid:
+        return self._run(self.node.global_send(name, message))
+
+    def global_sync(self, nodes: list[Atom] | None = None, *,
+                    timeout: float | None = None) -> None:
+        self._run(self.node.global_sync(nodes, timeout=timeout))
+
+    def global_set_lock(self, lock_id: tuple[Term, Term], nodes: list[Atom] | None = None,
+                        retries: int | None = None) -> bool:
+        return self._run(self.node.global_set_lock(lock_id, nodes, retries))
+
+    def global_del_lock(self, lock_id: tuple[Term, Term],
+                        nodes: list[Atom] | None = None) -> None:
+        self._run(self.node.global_del_lock(lock_id, nodes))
+
+    def global_trans(self, lock_id: tuple[Term, Term], fun: Callable[[], T],
+                     nodes: list[Atom] | None = None, retries: int | None = None) -> T | Atom:
+        """``fun()`` runs in a worker thread while the lock is held (the node keeps serving)."""
+        async def in_thread() -> T:
+            return await asyncio.to_thread(fun)
+
+        return self._run(self.node.global_trans(lock_id, in_thread, nodes, retries))  # type: ignore[no-any-return]
+
+    # -- end of global ----------------------------------------------------------------------
