@@ -56,6 +56,10 @@ class PeerWinsSimultaneousError(HandshakeError):
         super().__init__("simultaneous connect: the peer's connection wins", peer=peer)
 
 
+class HandshakeRefusedError(HandshakeError):
+    """We answered the peer's send_name with nok, not_allowed or alive-then-false."""
+
+
 class Channel(asyncio.Protocol):
     """The connection to one peer, from the first handshake byte to the close."""
 
@@ -164,7 +168,7 @@ class Channel(asyncio.Protocol):
             if hs.state is State.CLOSED:
                 # ended by a status (nok, not_allowed, alive answered false): no connection
                 self._fail(PeerWinsSimultaneousError(self.peer.name) if self.initiator
-                           else HandshakeError("refused by status", peer=self.peer.name))
+                           else HandshakeRefusedError("refused by status", peer=self.peer.name))
         except ErlNodeError as exc:
             self._write_handshake()
             self._fail(exc)
@@ -227,7 +231,11 @@ class Channel(asyncio.Protocol):
 
     def _fail(self, exc: BaseException) -> None:
         if self._conn is None:
-            log.warning("handshake with %s failed: %s", self.peer.name or "peer", exc)
+            # Losing a simultaneous connect or being answered nok/alive is routine (INFO);
+            # a wrong cookie or broken bytes are worth a WARNING, once per attempt.
+            routine = isinstance(exc, PeerWinsSimultaneousError | HandshakeRefusedError)
+            log.log(logging.INFO if routine else logging.WARNING,
+                    "handshake with %s failed: %s", self.peer.name or "peer", exc)
             if not self.handshake_done.done():
                 self.handshake_done.set_exception(exc)
                 self.handshake_done.exception()
