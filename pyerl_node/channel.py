@@ -124,7 +124,9 @@ class Channel(asyncio.Protocol):
                     except Exception:
                         # a bug in handling one message must not take the connection down
                         log.exception("handling %r from %s failed", event, self.peer.name)
-            self._schedule_flush()
+            # Answers produced while dispatching (rpc replies, noproc DOWNs...) leave now,
+            # one write for the whole chunk, without waiting for another loop iteration.
+            self._flush()
             return
         self._handshake_data(data)
 
