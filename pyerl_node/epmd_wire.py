@@ -241,6 +241,22 @@ def _frame(body: bytes) -> bytes:
     return len(body).to_bytes(2, "big") + body
 
 
+def _node_entry(node: Alive2Req | NodeAddress) -> bytes:
+    """The node description ALIVE2_REQ sends and PORT2_RESP returns: one layout, both ways."""
+    name = _encode_name(node.name)
+    return b"".join((
+        _u16(node.port, "port"),
+        _u8(node.node_type, "node type"),
+        _u8(node.protocol, "protocol"),
+        _u16(node.highest_version, "highest version"),
+        _u16(node.lowest_version, "lowest version"),
+        _u16(len(name), "name length"),
+        name,
+        _u16(len(node.extra), "extra length"),
+        node.extra,
+    ))
+
+
 # --- request encoding and decoding ----------------------------------------------------------
 
 
@@ -248,19 +264,7 @@ def encode_request(req: Request) -> bytes:
     """The complete request, 2-byte length prefix included."""
     match req:
         case Alive2Req():
-            name = _encode_name(req.name)
-            body = b"".join((
-                bytes((RequestCode.ALIVE2_REQ,)),
-                _u16(req.port, "port"),
-                _u8(req.node_type, "node type"),
-                _u8(req.protocol, "protocol"),
-                _u16(req.highest_version, "highest version"),
-                _u16(req.lowest_version, "lowest version"),
-                _u16(len(name), "name length"),
-                name,
-                _u16(len(req.extra), "extra length"),
-                req.extra,
-            ))
+            body = bytes((RequestCode.ALIVE2_REQ,)) + _node_entry(req)
         case PortPlease2Req():
             body = bytes((RequestCode.PORT_PLEASE2_REQ,)) + _encode_name(req.name)
         case StopReq():
@@ -387,19 +391,7 @@ def encode_alive2_resp(resp: Alive2Resp) -> bytes:
 def encode_port2_resp(resp: Port2Resp) -> bytes:
     if isinstance(resp, Port2Error):
         return bytes((ResponseCode.PORT2_RESP,)) + _u8(resp.result, "result")
-    name = _encode_name(resp.name)
-    return b"".join((
-        bytes((ResponseCode.PORT2_RESP, 0)),
-        _u16(resp.port, "port"),
-        _u8(resp.node_type, "node type"),
-        _u8(resp.protocol, "protocol"),
-        _u16(resp.highest_version, "highest version"),
-        _u16(resp.lowest_version, "lowest version"),
-        _u16(len(name), "name length"),
-        name,
-        _u16(len(resp.extra), "extra length"),
-        resp.extra,
-    ))
+    return bytes((ResponseCode.PORT2_RESP, 0)) + _node_entry(resp)
 
 
 def encode_names_resp(resp: NamesResp) -> bytes:
