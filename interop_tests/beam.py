@@ -230,17 +230,19 @@ class Epmd:
         self.release = release
 
     @classmethod
-    def start(cls, release: str = "25", port: int | None = None, timeout: float = 10.0) -> Epmd:
+    def start(cls, release: str = "25", port: int | None = None, timeout: float = 10.0,
+              *, relaxed: bool = False) -> Epmd:
+        """Start it; ``relaxed`` adds ``-relaxed_command_check`` (STOP/KILL honoured)."""
         binary = epmd_binary(release)
         if binary is None:
             raise BeamStartError(f"no epmd for OTP {release}")
         # With a chosen port a clash is the caller's problem; with our own, try another one.
         for _attempt in range(1 if port is not None else 3):
             chosen = port if port is not None else free_port()
-            process = _OsProcess(
-                [str(binary), "-port", str(chosen), "-address", LOCALHOST],
-                _clean_env(), pipes=False,
-            )
+            args = [str(binary), "-port", str(chosen), "-address", LOCALHOST]
+            if relaxed:
+                args.append("-relaxed_command_check")
+            process = _OsProcess(args, _clean_env(), pipes=False)
             if _wait_epmd(process, chosen, timeout):
                 return cls(process, chosen, release)
             process.terminate()

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import pytest
 
 from epmd import EpmdServer, Registry
-from interop_tests.beam import LOCALHOST, BeamNode, BeamStartError, Epmd, free_port, unique_name
+from interop_tests.beam import LOCALHOST, BeamNode, BeamStartError, Epmd, unique_name
 from interop_tests.conftest import require_release
 from interop_tests.runtimes import OTP_RELEASES, epmd_binary, find_elixir
 from pyerl_node import epmd_client
@@ -250,46 +250,6 @@ async def _client_session(port: int, node: BeamNode) -> None:
 # --- conformance: the same raw requests to the real daemon and to ours ----------------------
 
 
-class RealDaemon:
-    """The real epmd with chosen flags, started and stopped by pid."""
-
-    def __init__(self, release: str, relaxed: bool) -> None:
-        binary = epmd_binary(release)
-        if binary is None:
-            pytest.skip(f"no epmd binary for OTP {release}")
-        self.port = free_port()
-        args = [str(binary), "-port", str(self.port), "-address", LOCALHOST]
-        if relaxed:
-            args.append("-relaxed_command_check")
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
-        deadline = time.monotonic() + WAIT
-        while not _answers_names(self.port):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"epmd (OTP {release}) did not come up on {self.port}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-def _answers_names(port: int) -> bool:
-    try:
-        with socket.create_connection((LOCALHOST, port), timeout=1.0) as sock:
-            sock.sendall(b"\x00\x01n")
-            return len(sock.recv(4)) == 4
-    except OSError:
-        return False
-
-
 class _Conn:
     """A raw client socket: send bytes, collect what comes back and whether it closed."""
 
@@ -441,7 +401,7 @@ def _names_text(port: int) -> bytes:
 @pytest.mark.parametrize("release", OTP_RELEASES, ids=[f"otp{r}" for r in OTP_RELEASES])
 def test_same_transcript_as_real_epmd(release: str, relaxed: bool) -> None:
     require_release(release)
-    real = RealDaemon(release, relaxed)
+    real = Epmd.start(release, relaxed=relaxed)
     try:
         expected = _transcript(real.port, relaxed)
     finally:
@@ -496,7 +456,7 @@ def _tool_session(release: str, port: int, relaxed: bool) -> list[str]:
 
 @pytest.mark.parametrize("relaxed", [False, True], ids=["strict", "relaxed"])
 def test_epmd_tool_sees_the_same_as_with_real_epmd(otp_release: str, relaxed: bool) -> None:
-    real = RealDaemon(otp_release, relaxed)
+    real = Epmd.start(otp_release, relaxed=relaxed)
     try:
         expected = _tool_session(otp_release, real.port, relaxed)
     finally:
