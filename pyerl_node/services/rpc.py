@@ -18,7 +18,6 @@ pool so that a slow one does not stall the node; ``async def`` functions are awa
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import inspect
 import traceback
@@ -32,6 +31,7 @@ from pyerl_node import etf
 from pyerl_node.errors import CallTimeout, EncodeError, ProcessExit, RpcError
 from pyerl_node.process import DOWN, NORMAL, MonitorEntry, Process, python_exit_reason
 from pyerl_node.terms import Atom, Pid, Reference, Term
+from pyerl_node.workers import Workers
 
 if TYPE_CHECKING:
     from pyerl_node.channel import Channel
@@ -53,7 +53,7 @@ TIMEOUT = Atom("timeout")
 NOCONNECTION = Atom("noconnection")
 SPAWN_REPLY_TAG = Atom("spawn_reply")
 
-_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="pyerl-rpc")
+_WORKERS = Workers(max_threads=32, name="pyerl-rpc")
 
 
 class Throw(Exception):  # noqa: N818 -- named after the Erlang exception class it raises
@@ -186,8 +186,7 @@ async def apply(exposed: Exposed, module: Atom, function: Atom, args: list[Term]
 async def _finish(fn: Callable[..., Any], args: list[Term], threaded: bool) -> Outcome:
     try:
         if threaded:
-            loop = asyncio.get_running_loop()
-            value = await loop.run_in_executor(_THREADS, lambda: fn(*args))
+            value = await _WORKERS.run(fn, *args)
         else:
             value = fn(*args)
         if inspect.isawaitable(value):
