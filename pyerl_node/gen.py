@@ -9,10 +9,13 @@ connection supports ALIAS, as ``gen_server:reply/2`` does, and to the caller's p
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from pyerl_node.errors import CallTimeout, NodeDown, NoProc, ProcessExit
+from pyerl_node.mailbox import Mailbox
 from pyerl_node.process import DOWN, NOCONNECTION, NOPROC, Process
 from pyerl_node.terms import Atom, ImproperList, Pid, Reference, Term
 
@@ -61,6 +64,46 @@ async def reply(node: Node, from_: From, value: Term, *, sender: Pid | None = No
     await node.send(caller, (tag, value), sender=sender)
 
 
+class _ReplyMailbox(Mailbox):
+    """The mailbox of a node's calling process: each reply or DOWN goes straight to its waiter.
+
+    One such process serves every outbound call of a node, so a call costs a monitor, a send
+    and a future, not a process. A reply that arrives after its call gave up is dropped.
+    """
+
+    __slots__ = ("waiting",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: dict[Reference, asyncio.Future[Term]] = {}
+
+    def put(self, message: Term) -> None:
+        if type(message) is not tuple:
+            return
+        if len(message) == 2:
+            key = message[0]
+        elif len(message) == 5 and message[0] is DOWN:
+            key = message[1]
+        else:
+            return
+        if type(key) is Reference:
+            waiter = self.waiting.pop(key, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(message)
+
+
+_CALLERS: weakref.WeakKeyDictionary[Node, Process] = weakref.WeakKeyDictionary()
+
+
+def _caller(node: Node) -> tuple[Process, _ReplyMailbox]:
+    proc = _CALLERS.get(node)
+    if proc is None or not proc.alive:
+        proc = _CALLERS[node] = node.mailbox(mailbox=_ReplyMailbox())
+    box = proc.mailbox
+    assert isinstance(box, _ReplyMailbox)
+    return proc, box
+
+
 async def call(
     node: Node, dest: Destination, request: Term, *, timeout: float | None = 5.0
 ) -> Term:
@@ -70,24 +113,21 @@ async def call(
     unreachable or goes down, :class:`ProcessExit` if it dies before replying, and
     :class:`CallTimeout` after ``timeout`` seconds.
     """
-    proc = node.mailbox()
+    caller, box = _caller(node)
+    mref = node.make_ref()
+    answered: asyncio.Future[Term] = asyncio.get_running_loop().create_future()
+    box.waiting[mref] = answered  # before the monitor: its DOWN may come at once
     try:
-        mref = proc.monitor(dest)  # type: ignore[arg-type]
-        await node.send(dest, (GEN_CALL, (proc.pid, mref), request), sender=proc.pid)
-
-        def is_answer(msg: Term) -> bool:
-            if type(msg) is not tuple:
-                return False
-            if len(msg) == 2:
-                return bool(msg[0] == mref)
-            return len(msg) == 5 and msg[0] is DOWN and msg[1] == mref
-
+        node.monitor(caller.pid, dest, ref=mref)  # type: ignore[arg-type]
+        await node.send(dest, (GEN_CALL, (caller.pid, mref), request), sender=caller.pid)
         try:
-            answer = await proc.receive(is_answer, timeout)
-        except CallTimeout:
+            async with asyncio.timeout(timeout):
+                answer = await answered
+        except TimeoutError:
             raise CallTimeout(f"call to {dest!r} timed out after {timeout} s") from None
     finally:
-        node.terminate(proc, Atom("normal"))
+        box.waiting.pop(mref, None)
+        node.demonitor(caller.pid, mref)
     if len(answer) == 2:
         return answer[1]
     reason = answer[4]

@@ -33,6 +33,7 @@ from pyerl_node.errors import (
 )
 from pyerl_node.flags import DistFlag, default_flags
 from pyerl_node.handshake import Status
+from pyerl_node.mailbox import Mailbox
 from pyerl_node.names import parse_node_name
 from pyerl_node.process import (
     DOWN,
@@ -205,10 +206,15 @@ class Node:
 
     # -- processes ---------------------------------------------------------------------------
 
-    def _new_process(self, name: Atom | str | None = None, *, trap_exit: bool = False) -> Process:
+    def _new_process(
+        self, name: Atom | str | None = None, *, trap_exit: bool = False,
+        mailbox: Mailbox | None = None,
+    ) -> Process:
         if not self._started:
             raise LocalProtocolError("the node is not started")
         proc = Process(self, self.registry.new_pid(), trap_exit=trap_exit)
+        if mailbox is not None:
+            proc.mailbox = mailbox
         self.registry.add(proc)
         if name is not None:
             try:
@@ -218,9 +224,15 @@ class Node:
                 raise
         return proc
 
-    def mailbox(self, name: Atom | str | None = None, *, trap_exit: bool = False) -> Process:
-        """A process driven by the caller: it has a pid and receives with ``receive``."""
-        return self._new_process(name, trap_exit=trap_exit)
+    def mailbox(
+        self, name: Atom | str | None = None, *, trap_exit: bool = False,
+        mailbox: Mailbox | None = None,
+    ) -> Process:
+        """A process driven by the caller: it has a pid and receives with ``receive``.
+
+        ``mailbox`` replaces the ordinary queue (e.g. one that routes replies to waiters).
+        """
+        return self._new_process(name, trap_exit=trap_exit, mailbox=mailbox)
 
     def spawn(
         self,
@@ -535,12 +547,19 @@ class Node:
 
     # -- monitors ------------------------------------------------------------------------------
 
-    def monitor(self, watcher: Pid, target: Pid | Atom | str | tuple[Any, Any]) -> Reference:
-        """Monitor a pid or a registered name (local or ``(name, node)``)."""
+    def monitor(
+        self, watcher: Pid, target: Pid | Atom | str | tuple[Any, Any], *,
+        ref: Reference | None = None,
+    ) -> Reference:
+        """Monitor a pid or a registered name (local or ``(name, node)``).
+
+        ``ref`` supplies the monitor reference, for callers that must know it before a DOWN
+        can arrive.
+        """
         proc = self.registry.get(watcher)
         if proc is None:
             raise LocalProtocolError(f"{watcher!r} is not a live local process")
-        ref = self.make_ref()
+        ref = ref or self.make_ref()
         node, what = self._resolve(target)
         shown: Term = what if isinstance(what, Pid) else (what, node or self.node_atom)
         proc.monitoring[ref] = shown
