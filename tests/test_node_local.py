@@ -236,3 +236,13 @@ async def test_alias_routes_until_unaliased_or_exit(pair: tuple[Node, Node]) -> 
     owner.exit(Atom("normal"))
     assert not owner.aliases
     await b.send(second, "to nobody")  # dropped silently, nothing raised
+
+
+async def test_concurrent_calls_get_their_own_replies(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    start_server(b, Echo(), name="echo")
+    dest = (Atom("echo"), b.node_atom)
+    with pytest.raises(CallTimeout):
+        await a.call(dest, Atom("slow"), timeout=0.1)  # its reply comes late and is dropped
+    replies = await asyncio.gather(*(a.call(dest, i) for i in range(50)))
+    assert replies == [(Atom("echo"), i) for i in range(50)]
