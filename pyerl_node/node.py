@@ -49,7 +49,7 @@ from pyerl_node.process import (
     python_exit_reason,
 )
 from pyerl_node.registry import Registry
-from pyerl_node.services import global_names as global_mod  # global:
+from pyerl_node.services import global_names as global_mod
 from pyerl_node.services import rpc as rpc_service
 from pyerl_node.terms import Atom, Pid, Reference, Term
 
@@ -86,7 +86,7 @@ class Node:
         net_ticktime: float = 60.0,
         connect_timeout: float = 7.0,
         challenge_source: Callable[[], int] | None = None,
-        global_names: bool = True,  # global: take part in `global` (GLOBAL.md)
+        global_names: bool = True,  # take part in `global` (GLOBAL.md)
     ) -> None:
         self.name = parse_node_name(name)
         self.node_atom = Atom(str(self.name))
@@ -116,8 +116,8 @@ class Node:
         self._background: set[asyncio.Task[Any]] = set()
         self._system: Process | None = None
         self._started = False
-        self.global_names = global_names  # global: started by start_builtin_services
-        self.global_service: global_mod.GlobalNameServer | None = None  # global:
+        self.global_names = global_names  # started by start_builtin_services
+        self.global_service: global_mod.GlobalNameServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -942,7 +942,7 @@ class Node:
         reply = (rpc_service.SPAWN_REPLY_TAG, msg.req_id, msg.flags, msg.result)
         self._deliver_local(msg.to_pid, reply)
 
-    # -- global (owned by the global service) --------------------------------------------------
+    # -- global --------------------------------------------------------------------------------
     # Thin wrappers around pyerl_node.services.global_names (``:global`` of OTP). A ``str``
     # name is an atom; LocalProtocolError when the node runs with ``global_names=False``.
 

@@ -119,7 +119,7 @@ class Node:
     def disconnect(self, node: Atom | str) -> bool:
         return self._call(self.node.disconnect, node)  # type: ignore[no-any-return]
 
-    # -- global (owned by the global service) --------------------------------------------------
+    # -- global --------------------------------------------------------------------------------
     # The blocking forms of Node.global_*; see pyerl_node.services.global_names.
 
     def global_register(self, name: Term, pid: Pid, method: Term | None = None) -> bool:
