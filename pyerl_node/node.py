@@ -1006,7 +1006,6 @@ class Node:
         """``global:trans/2,3,4``: ``await fun()`` under the lock, or ``aborted``."""
         return await self._global().registrar.trans(lock_id, fun, nodes, retries)
 
-    # -- end of global ----------------------------------------------------------------------
 
 
 _HANDLERS: dict[type, Callable[[Node, Channel, Any], None]] = {

@@ -160,4 +160,3 @@ class Node:
 
         return self._run(self.node.global_trans(lock_id, in_thread, nodes, retries))  # type: ignore[no-any-return]
 
-    # -- end of global ----------------------------------------------------------------------
