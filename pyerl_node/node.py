@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from pyerl_node import control as c
-from pyerl_node import epmd_client
+from pyerl_node import epmd_client, inbound
 from pyerl_node.channel import Channel, PeerWinsSimultaneousError, dial
 from pyerl_node.errors import (
     ConnectionLost,
@@ -312,7 +312,7 @@ class Node:
             self._send_exit(proc.pid, other, link_reason, from_link=True)
         proc.links.clear()
         for ref, entry in proc.monitored_by.items():
-            self._send_down(entry, ref, reason)
+            self.send_down(entry, ref, reason)
         proc.monitored_by.clear()
         for ref, target in proc.monitoring.items():
             self._drop_monitor(proc.pid, ref, target)
@@ -345,7 +345,7 @@ class Node:
         """
         node, target = self._resolve(dest)
         if node is None:
-            self._deliver_local(target, message)
+            self.deliver_local(target, message)
             return
         channel = self._channels.get(node) or await self.connect_channel(node)
         from_pid = sender or self._system_pid()
@@ -363,7 +363,7 @@ class Node:
             return c.AliasSend(from_pid, target, message)
         return c.RegSend(from_pid, target, message)
 
-    def _local_proc(self, target: Term) -> Process | None:
+    def local_process(self, target: Term) -> Process | None:
         """The live local process a pid or registered name stands for."""
         if type(target) is Pid:
             return self.registry.get(target)
@@ -371,11 +371,11 @@ class Node:
             return self.registry.whereis(target)
         return None
 
-    def _deliver_local(self, target: Term, message: Term) -> None:
+    def deliver_local(self, target: Term, message: Term) -> None:
         if isinstance(target, Reference):
             proc = self._aliases.get(target)
         else:
-            proc = self._local_proc(target)
+            proc = self.local_process(target)
         if proc is not None:
             proc.mailbox.put(message)
 
@@ -516,7 +516,7 @@ class Node:
         if b.node is self.node_atom:
             other = self.registry.get(b)
             if other is None:
-                self._signal_exit(proc, b, NOPROC, from_link=True)
+                self.signal_exit(proc, b, NOPROC, from_link=True)
                 return
             proc.links.add(b)
             other.links.add(a)
@@ -528,7 +528,7 @@ class Node:
         proc = self.registry.get(a)
         if proc is not None and b in proc.links:
             proc.links.discard(b)
-            self._signal_exit(proc, b, NOCONNECTION, from_link=True)
+            self.signal_exit(proc, b, NOCONNECTION, from_link=True)
 
     def unlink(self, a: Pid, b: Pid) -> None:
         proc = self.registry.get(a)
@@ -564,7 +564,7 @@ class Node:
         shown: Term = what if isinstance(what, Pid) else (what, node or self.node_atom)
         proc.monitoring[ref] = shown
         if node is None:
-            local = self._local_proc(what)
+            local = self.local_process(what)
             if local is None:
                 proc.monitoring.pop(ref)
                 proc.mailbox.put((DOWN, ref, PROCESS, shown, NOPROC))
@@ -574,7 +574,7 @@ class Node:
         self._send_remote_soon(
             node,
             c.MonitorP(watcher, what, ref),
-            on_fail=lambda: self._fire_down(watcher, ref, NOCONNECTION),
+            on_fail=lambda: self.fire_down(watcher, ref, NOCONNECTION),
         )
         return ref
 
@@ -592,7 +592,7 @@ class Node:
         else:
             what, node = target
         if node is self.node_atom:
-            local = self._local_proc(what)
+            local = self.local_process(what)
             if local is not None:
                 local.monitored_by.pop(ref, None)
             return
@@ -600,7 +600,7 @@ class Node:
         if channel is not None:
             channel.send(c.DemonitorP(watcher, what, ref))
 
-    def _fire_down(self, watcher: Pid, ref: Reference, reason: Term) -> None:
+    def fire_down(self, watcher: Pid, ref: Reference, reason: Term) -> None:
         proc = self.registry.get(watcher)
         if proc is None:
             return
@@ -608,10 +608,10 @@ class Node:
         if target is not None:
             proc.mailbox.put((DOWN, ref, PROCESS, target, reason))
 
-    def _send_down(self, entry: MonitorEntry, ref: Reference, reason: Term) -> None:
+    def send_down(self, entry: MonitorEntry, ref: Reference, reason: Term) -> None:
         watcher = entry.watcher
         if watcher.node is self.node_atom:
-            self._fire_down(watcher, ref, reason)
+            self.fire_down(watcher, ref, reason)
             return
         channel = self._channels.get(watcher.node)
         if channel is None:
@@ -640,7 +640,7 @@ class Node:
 
     def _nodedown_to(self, watcher: Pid, node: Atom) -> None:
         self._node_monitors.get(node, set()).discard(watcher)
-        self._deliver_local(watcher, (NODEDOWN, node))
+        self.deliver_local(watcher, (NODEDOWN, node))
 
     def monitor_nodes(self, watcher: Pid, enable: bool = True) -> None:
         """``net_kernel:monitor_nodes/1``: ``{nodeup, N}`` / ``{nodedown, N}`` for every node."""
@@ -665,7 +665,7 @@ class Node:
             if proc is not None:
                 if from_link:
                     proc.links.discard(sender)
-                self._signal_exit(proc, sender, reason, from_link=from_link)
+                self.signal_exit(proc, sender, reason, from_link=from_link)
             return
         channel = self._channels.get(target.node)
         if from_link:
@@ -693,7 +693,7 @@ class Node:
             return  # exit/2 to an unreachable node is lost, as in Erlang
         self._send_exit(sender, target, reason, from_link=False)
 
-    def _signal_exit(self, proc: Process, sender: Pid, reason: Term, *, from_link: bool) -> None:
+    def signal_exit(self, proc: Process, sender: Pid, reason: Term, *, from_link: bool) -> None:
         dies_with = exit_action(proc, sender, reason, from_link=from_link)
         if dies_with is not None:
             self.terminate(proc, dies_with)
@@ -776,7 +776,7 @@ class Node:
         )
         if channel.visible:
             for watcher in list(self._all_nodes_monitors):
-                self._deliver_local(watcher, (NODEUP, peer))
+                self.deliver_local(watcher, (NODEUP, peer))
 
     def channel_failed(self, peer: Atom | None, error: BaseException) -> None:
         """A handshake failed (acceptor side): wake anyone waiting on that peer."""
@@ -799,7 +799,7 @@ class Node:
         for proc in self.registry:
             for other in [p for p in proc.links if p.node is node]:
                 proc.links.discard(other)
-                self._signal_exit(proc, other, NOCONNECTION, from_link=True)
+                self.signal_exit(proc, other, NOCONNECTION, from_link=True)
             for ref, target in list(proc.monitoring.items()):
                 target_node = target.node if isinstance(target, Pid) else target[1]
                 if target_node is node:
@@ -809,10 +809,10 @@ class Node:
                 if entry.watcher.node is node:
                     del proc.monitored_by[ref]
         for watcher in self._node_monitors.pop(node, set()):
-            self._deliver_local(watcher, (NODEDOWN, node))
+            self.deliver_local(watcher, (NODEDOWN, node))
         if channel.visible:
             for watcher in list(self._all_nodes_monitors):
-                self._deliver_local(watcher, (NODEDOWN, node))
+                self.deliver_local(watcher, (NODEDOWN, node))
 
     def disconnect(self, node: Atom | str) -> bool:
         """``erlang:disconnect_node/1``."""
@@ -852,95 +852,8 @@ class Node:
     # -- inbound control messages --------------------------------------------------------------
 
     def dispatch(self, channel: Channel, msg: Any) -> None:
-        """Act on one control message from ``channel``'s peer."""
-        handler = _HANDLERS.get(type(msg))
-        if handler is None:
-            log.debug("ignoring %r from %s", msg, channel.peer.name)
-            return
-        handler(self, channel, msg)
-
-    def _on_send(self, channel: Channel, msg: Any) -> None:
-        self._deliver_local(msg.to_pid, msg.message)
-
-    def _on_reg_send(self, channel: Channel, msg: Any) -> None:
-        proc = self.registry.whereis(msg.to_name)
-        if proc is not None:
-            proc.mailbox.put(msg.message)
-        else:
-            log.debug("%s sent to unknown name %s: dropped", channel.peer.name, msg.to_name)
-
-    def _on_alias_send(self, channel: Channel, msg: Any) -> None:
-        self._deliver_local(msg.alias, msg.message)
-
-    def _on_altact(self, channel: Channel, msg: Any) -> None:
-        flags = msg.flags
-        if flags & 16:  # EXIT: an exit signal, not a message
-            proc = self.registry.get(msg.to) if isinstance(msg.to, Pid) else None
-            if proc is not None:
-                self._signal_exit(proc, msg.sender, msg.message, from_link=False)
-            return
-        self._deliver_local(msg.to, msg.message)
-
-    def _on_link(self, channel: Channel, msg: Any) -> None:
-        proc = self.registry.get(msg.to_pid)
-        if proc is None:
-            if channel.exit_payload:
-                channel.send(c.PayloadExit(msg.to_pid, msg.from_pid, NOPROC))
-            else:
-                channel.send(c.Exit(msg.to_pid, msg.from_pid, NOPROC))
-            return
-        proc.links.add(msg.from_pid)
-
-    def _on_unlink_id(self, channel: Channel, msg: Any) -> None:
-        proc = self.registry.get(msg.to_pid)
-        if proc is not None:
-            proc.links.discard(msg.from_pid)
-        channel.send(c.UnlinkIdAck(msg.id, msg.to_pid, msg.from_pid))
-
-    def _on_unlink(self, channel: Channel, msg: Any) -> None:
-        proc = self.registry.get(msg.to_pid)
-        if proc is not None:
-            proc.links.discard(msg.from_pid)
-
-    def _on_exit(self, channel: Channel, msg: Any) -> None:
-        proc = self.registry.get(msg.to_pid)
-        if proc is not None and msg.from_pid in proc.links:
-            proc.links.discard(msg.from_pid)
-            self._signal_exit(proc, msg.from_pid, msg.reason, from_link=True)
-
-    def _on_exit2(self, channel: Channel, msg: Any) -> None:
-        proc = self.registry.get(msg.to_pid)
-        if proc is not None:
-            self._signal_exit(proc, msg.from_pid, msg.reason, from_link=False)
-
-    def _on_monitor(self, channel: Channel, msg: Any) -> None:
-        target = msg.to_proc
-        proc = self._local_proc(target)
-        if proc is None:
-            self._send_down(MonitorEntry(msg.from_pid, target), msg.ref, NOPROC)
-            return
-        proc.monitored_by[msg.ref] = MonitorEntry(msg.from_pid, target)
-
-    def _on_demonitor(self, channel: Channel, msg: Any) -> None:
-        target = msg.to_proc
-        proc = self._local_proc(target)
-        if proc is not None:
-            proc.monitored_by.pop(msg.ref, None)
-
-    def _on_monitor_exit(self, channel: Channel, msg: Any) -> None:
-        self._fire_down(msg.to_pid, msg.ref, msg.reason)
-
-    def _on_group_leader(self, channel: Channel, msg: Any) -> None:
-        proc = self.registry.get(msg.to_pid)
-        if proc is not None:
-            proc.group_leader = msg.from_pid
-
-    def _on_spawn_request(self, channel: Channel, msg: Any) -> None:
-        rpc_service.serve_spawn_request(self, channel, msg)
-
-    def _on_spawn_reply(self, channel: Channel, msg: Any) -> None:
-        reply = (rpc_service.SPAWN_REPLY_TAG, msg.req_id, msg.flags, msg.result)
-        self._deliver_local(msg.to_pid, reply)
+        """Act on one control message from ``channel``'s peer (see :mod:`pyerl_node.inbound`)."""
+        inbound.dispatch(self, channel, msg)
 
     # -- global --------------------------------------------------------------------------------
     # Thin wrappers around pyerl_node.services.global_names (``:global`` of OTP). A ``str``
@@ -1006,39 +919,6 @@ class Node:
         """``global:trans/2,3,4``: ``await fun()`` under the lock, or ``aborted``."""
         return await self._global().registrar.trans(lock_id, fun, nodes, retries)
 
-
-
-_HANDLERS: dict[type, Callable[[Node, Channel, Any], None]] = {
-    c.Send: Node._on_send,
-    c.SendSender: Node._on_send,
-    c.SendTt: Node._on_send,
-    c.SendSenderTt: Node._on_send,
-    c.RegSend: Node._on_reg_send,
-    c.RegSendTt: Node._on_reg_send,
-    c.AliasSend: Node._on_alias_send,
-    c.AliasSendTt: Node._on_alias_send,
-    c.AltactSigSend: Node._on_altact,
-    c.Link: Node._on_link,
-    c.Unlink: Node._on_unlink,
-    c.UnlinkId: Node._on_unlink_id,
-    c.Exit: Node._on_exit,
-    c.ExitTt: Node._on_exit,
-    c.PayloadExit: Node._on_exit,
-    c.PayloadExitTt: Node._on_exit,
-    c.Exit2: Node._on_exit2,
-    c.Exit2Tt: Node._on_exit2,
-    c.PayloadExit2: Node._on_exit2,
-    c.PayloadExit2Tt: Node._on_exit2,
-    c.MonitorP: Node._on_monitor,
-    c.DemonitorP: Node._on_demonitor,
-    c.MonitorPExit: Node._on_monitor_exit,
-    c.PayloadMonitorPExit: Node._on_monitor_exit,
-    c.GroupLeader: Node._on_group_leader,
-    c.SpawnRequest: Node._on_spawn_request,
-    c.SpawnRequestTt: Node._on_spawn_request,
-    c.SpawnReply: Node._on_spawn_reply,
-    c.SpawnReplyTt: Node._on_spawn_reply,
-}
 
 
 def read_default_cookie() -> str:
