@@ -33,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from interop_tests.beam import free_port  # noqa: E402
 from interop_tests.runtimes import OTP_RELEASES, epmd_binary  # noqa: E402
 from pyerl_node.epmd_wire import (  # noqa: E402
     Alive2Req,
@@ -40,13 +41,6 @@ from pyerl_node.epmd_wire import (  # noqa: E402
     PortPlease2Req,
     encode_request,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import itertools
 import secrets
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -32,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from interop_tests.beam import LOCALHOST, BeamNode, Epmd, unique_name
+from interop_tests.beam import LOCALHOST, BeamNode, Epmd, free_port, unique_name
 from interop_tests.runtimes import OTP_RELEASES, epmd_binary, find_erl
 from pyerl_node.node import Node
 from pyerl_node.terms import Atom
@@ -81,12 +80,6 @@ class Row:
     @property
     def ratio(self) -> float:
         return self.python / self.beam if self.beam else float("nan")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOCALHOST, 0))
-        return int(s.getsockname()[1])
 
 
 def compile_module(directory: Path) -> Path:
@@ -201,7 +194,7 @@ async def bench_release(release: str, k: int, held: int, where_k: int) -> list[R
 
 
 async def mesh_seconds(n: int) -> float:
-    port, tag = _free_port(), secrets.token_hex(3)
+    port, tag = free_port(), secrets.token_hex(3)
     nodes = [Node(f"mesh{i}_{tag}@{LOCALHOST}", "c", epmd_port=port, global_names=True)
              for i in range(n)]
     try:
