@@ -52,6 +52,8 @@ from pyerl_node.control import (
     PayloadExit2Tt,
     PayloadExitTt,
     PayloadMonitorPExit,
+    RegSend,
+    Send,
     SendSender,
     SendSenderTt,
     SpawnReply,
@@ -62,8 +64,10 @@ from pyerl_node.control import (
     UnlinkId,
     UnlinkIdAck,
     from_terms,
+    payload_builder,
     to_terms,
 )
+from pyerl_node.control_memo import ControlMemo
 from pyerl_node.dist_header import (
     DIST_FRAG_CONT,
     DIST_FRAG_HEADER,
@@ -77,7 +81,7 @@ from pyerl_node.dist_header import (
     read_fragment_ids,
 )
 from pyerl_node.errors import LocalProtocolError, NetTickTimeout, RemoteProtocolError
-from pyerl_node.etf import decode_from, encode_into
+from pyerl_node.etf import decode_from, encode, encode_into
 from pyerl_node.flags import DistFlag
 from pyerl_node.terms import Atom, Term
 
@@ -90,6 +94,9 @@ _TICK: Final = b"\x00\x00\x00\x00"
 _HEADER_FRAME_START: Final = _TICK + NORMAL_HEADER
 _PASS_THROUGH_FRAME_START: Final = _TICK + bytes((PASS_THROUGH, VERSION))
 _NORMAL_HEADER_SIZE = len(NORMAL_HEADER)
+# Sends whose control tuple (hashable: pids, atoms, references) is remembered encoded.
+_REPEATED: Final = frozenset({Send, SendSender, RegSend, AliasSend})
+_MAX_SENT_CTRL: Final = 256
 
 # Control messages the peer understands only with a flag (PROTOCOL.md §4.1, §6). Sending one
 # without it makes BEAM drop the connection, so it is refused here instead.
@@ -181,6 +188,8 @@ class Connection:
         self._pending_size = 0
         self._needed = 0
         self._atom_cache = AtomCache()
+        self._memo = ControlMemo()
+        self._sent_ctrl: dict[Term, bytes] = {}
         self._assembler = FragmentAssembler(
             max_bytes=max_message_size, max_sequences=max_pending_fragments
         )
@@ -309,7 +318,7 @@ class Connection:
         kind = buf[start + 1]
         if kind == DIST_HEADER:
             refs, offset = self._atom_cache.read_header(buf, start + 2, end)
-            return _decode_message(buf, offset, end, refs)
+            return self._decode_message(buf, offset, end, refs)
         if kind == DIST_FRAG_HEADER:
             seq_id, frag_id, offset = read_fragment_ids(buf, start + 2, end)
             refs, offset = self._atom_cache.read_header(buf, offset, end)
@@ -320,7 +329,7 @@ class Connection:
                 )
                 events.append(BadFrame(error, buf[start:end]))
             if frag_id == 1:
-                return _decode_message(buf, offset, end, refs)
+                return self._decode_message(buf, offset, end, refs)
             self._assembler.first(seq_id, frag_id, refs, buf[offset:end])
             return None
         if kind == DIST_FRAG_CONT:
@@ -329,8 +338,39 @@ class Connection:
             if complete is None:
                 return None
             data, refs = complete
-            return _decode_message(data, 0, len(data), refs)
+            return self._decode_message(data, 0, len(data), refs)
         raise RemoteProtocolError(f"unknown distribution header type {kind} after 131")
+
+    def _decode_message(
+        self, buf: bytes, offset: int, end: int, refs: list[Atom]
+    ) -> ControlMessage | UnknownControl:
+        # Control message and payload follow the header without their 131 bytes.
+        if offset >= end:
+            raise RemoteProtocolError(
+                "the distribution header is not followed by a control message"
+            )
+        known = self._memo.lookup(buf, offset, refs)
+        if known is not None:
+            builder, after = known
+            if after < end:
+                message, after = decode_from(buf, after, atom_cache=refs)
+                if after == end:
+                    return builder(message)
+            raise _end_error(after, end) if after != end else RemoteProtocolError(
+                "a send operation without its message")
+        ctrl, ctrl_end = decode_from(buf, offset, atom_cache=refs)
+        payload: Term = NO_PAYLOAD
+        after = ctrl_end
+        if after < end:
+            payload, after = decode_from(buf, after, atom_cache=refs)
+        if after != end:
+            raise _end_error(after, end)
+        decoded = from_terms(ctrl, payload)
+        if payload is not NO_PAYLOAD:
+            build = payload_builder(ctrl)
+            if build is not None:
+                self._memo.remember(buf, offset, ctrl_end, refs, build)
+        return decoded
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -354,7 +394,10 @@ class Connection:
         try:
             if self._header_mode:
                 out += _HEADER_FRAME_START
-                encode_into(ctrl, out)
+                if type(msg) in _REPEATED:
+                    out += self._encoded_ctrl(ctrl)
+                else:
+                    encode_into(ctrl, out)
                 if payload is not NO_PAYLOAD:
                     encode_into(payload, out)
             else:
@@ -375,6 +418,16 @@ class Connection:
         else:
             _LENGTH.pack_into(out, start, length)
         self._sent_since_firing = True
+
+    def _encoded_ctrl(self, ctrl: Term) -> bytes:
+        # A stream of sends repeats one control tuple (same sender, same destination).
+        encoded = self._sent_ctrl.get(ctrl)
+        if encoded is None:
+            encoded = encode(ctrl)[1:]
+            if len(self._sent_ctrl) >= _MAX_SENT_CTRL:
+                self._sent_ctrl.clear()
+            self._sent_ctrl[ctrl] = encoded
+        return encoded
 
     def _refragment(self, start: int) -> None:
         # The message was encoded as one frame at ``start``; cut it into fragment frames in
@@ -458,18 +511,3 @@ def _end_error(offset: int, end: int) -> RemoteProtocolError:
     if offset > end:
         return RemoteProtocolError(f"the terms run {offset - end} bytes past the packet's end")
     return RemoteProtocolError(f"{end - offset} bytes after the payload")
-
-
-def _decode_message(
-    buf: bytes, offset: int, end: int, refs: list[Atom]
-) -> ControlMessage | UnknownControl:
-    # Control message and payload follow the header without their 131 bytes.
-    if offset >= end:
-        raise RemoteProtocolError("the distribution header is not followed by a control message")
-    ctrl, offset = decode_from(buf, offset, atom_cache=refs)
-    payload: Term = NO_PAYLOAD
-    if offset < end:
-        payload, offset = decode_from(buf, offset, atom_cache=refs)
-    if offset != end:
-        raise _end_error(offset, end)
-    return from_terms(ctrl, payload)

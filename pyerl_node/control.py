@@ -22,6 +22,7 @@ sentinel :data:`NO_PAYLOAD`, never ``None``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from enum import Enum, IntFlag
 from typing import Final, TypeAlias
@@ -561,3 +562,31 @@ def from_terms(ctrl: Term, payload: Term = NO_PAYLOAD) -> ControlMessage | Unkno
             raise _malformed(ctrl, f"{spec.cls.__name__} {what} ({name}) has the wrong type")
         args.append(value)
     return spec.cls(*args)
+
+
+#: Builds the message of one known control tuple around a payload.
+PayloadBuilder: TypeAlias = Callable[[Term], ControlMessage]
+
+
+def payload_builder(ctrl: Term) -> PayloadBuilder | None:
+    """For a valid control tuple whose payload may be any term (the message of the send
+    operations): a function that builds the message for a given payload without checking
+    the tuple again. None for every other tuple.
+
+    Raises :class:`RemoteProtocolError` as :func:`from_terms` does for a malformed tuple.
+    """
+    if type(ctrl) is not tuple or not ctrl or type(ctrl[0]) is not int:
+        return None
+    spec = _BY_OP.get(ctrl[0])
+    if spec is None or spec.payload is None or _PAYLOAD_TYPES[spec.payload] is not None:
+        return None
+    probe = from_terms(ctrl, None)
+    values = [getattr(probe, name) for name, *_ in spec.plan]
+    at = next(i for i, (_, index, _, _) in enumerate(spec.plan) if index < 0)
+    before, after, cls = values[:at], values[at + 1:], spec.cls
+
+    def build(payload: Term) -> ControlMessage:
+        args: list[Term] = [*before, payload, *after]
+        return cls(*args)
+
+    return build

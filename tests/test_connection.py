@@ -34,6 +34,7 @@ from tests.test_control import (
     load_json,
     render,
 )
+from tests.test_dist_header import build_atom_cache_header
 
 TICK = b"\x00\x00\x00\x00"
 P1 = Pid(Atom("a@vm"), 1, 0, 5)
@@ -575,3 +576,74 @@ def test_outbound_sequence_ids_differ() -> None:
         ids.append(int.from_bytes(data[6:14], "big"))
     assert len(set(ids)) == 3
 
+
+
+# --- repeated control tuples (the receive memo and the send cache) ---------------------------
+
+
+def _reg_send_frame(header: bytes, payload: int) -> bytes:
+    """REG_SEND {6, Pid, '', ATOM_CACHE_REF 0} + a small integer payload, behind ``header``."""
+    pid = bytes((88, 82, 0)) + bytes(12)  # pid on the node in cache ref 0 as well
+    ctrl = bytes((104, 4, 97, 6)) + pid + bytes((119, 0, 82, 0))
+    return packet(bytes((131, 68)) + header + ctrl + bytes((97, payload)))
+
+
+def test_repeated_control_bytes_follow_the_atom_cache() -> None:
+    # The same control bytes after a header that redefines the slot they refer to must
+    # decode to the new atom, not to what an earlier identical tuple meant.
+    receiver = conn(FULL)
+    define_sink = build_atom_cache_header([(3, "sink", True)])
+    reuse = build_atom_cache_header([(3, "sink", False)])
+    define_other = build_atom_cache_header([(3, "other", True)])
+    stream = [(define_sink, "sink"), (reuse, "sink"), (reuse, "sink"),
+              (define_other, "other"), (reuse, "other"), (define_sink, "sink"),
+              (reuse, "sink")]
+    for n, (header, name) in enumerate(stream):
+        (event,) = receiver.receive_data(_reg_send_frame(header, n), 0.0)
+        assert event == c.RegSend(Pid(Atom(name), 0, 0, 0), Atom(name), n)
+
+
+def test_repeated_control_tuple_without_its_payload_is_a_bad_frame() -> None:
+    receiver = conn(FULL)
+    header = build_atom_cache_header([(3, "sink", True)])
+    receiver.receive_data(_reg_send_frame(header, 1), 0.0)
+    reuse = build_atom_cache_header([(3, "sink", False)])
+    whole = _reg_send_frame(reuse, 2)
+    body = whole[4:]
+    for cut in (1, 2):  # payload missing, payload truncated
+        (event,) = receiver.receive_data(packet(body[:-cut]), 0.0)
+        assert isinstance(event, BadFrame)
+    (event,) = receiver.receive_data(packet(body + b"\x61\x00"), 0.0)  # a term too many
+    assert isinstance(event, BadFrame) and "after the payload" in str(event.error)
+    (event,) = receiver.receive_data(whole, 0.0)
+    assert event == c.RegSend(Pid(Atom("sink"), 0, 0, 0), Atom("sink"), 2)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_repeated_sends_encode_as_the_first(mode: str) -> None:
+    sends: list[c.ControlMessage] = [
+        c.RegSend(P1, Atom("sink"), 1), c.SendSender(P1, P2, 2), c.Send(P2, 3),
+             c.AliasSend(P1, R, 4)]
+    first = conn(MODES[mode])
+    for msg in sends:
+        first.send(msg)
+    once = first.data_to_send()[0]
+    for _ in range(3):
+        for msg in sends:
+            first.send(msg)
+        assert first.data_to_send()[0] == once
+    receiver = conn(MODES[mode])
+    assert receiver.receive_data(bytes(once) * 2, 0.0) == sends * 2
+
+
+def test_payload_builder_builds_what_from_terms_builds() -> None:
+    ctrl = (22, P1, P2)
+    build = c.payload_builder(ctrl)
+    assert build is not None and build([1]) == c.from_terms(ctrl, [1]) == c.SendSender(P1, P2, [1])
+    tt = (23, P1, P2, Atom("tok"))
+    build = c.payload_builder(tt)
+    assert build is not None and build(5) == c.SendSenderTt(P1, P2, Atom("tok"), 5)
+    assert c.payload_builder((1, P1, P2)) is None  # LINK: no payload
+    assert c.payload_builder((99, P1)) is None  # unknown operation
+    with pytest.raises(RemoteProtocolError):
+        c.payload_builder((22, P1))  # malformed

@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pyerl_node"
 CORE = ("terms", "etf", "flags", "names", "epmd_wire", "framing", "handshake", "control",
-        "dist_header", "connection")
+        "dist_header", "control_memo", "connection")
 # The core may use itself and the error hierarchy; anything else in the package is runtime.
 ALLOWED_INTERNAL = frozenset(CORE) | {"errors"}
 FORBIDDEN = frozenset({"asyncio", "socket", "threading", "time", "random", "logging",
