@@ -126,7 +126,7 @@ class Channel(asyncio.Protocol):
                         log.exception("handling %r from %s failed", event, self.peer.name)
             # Answers produced while dispatching (rpc replies, noproc DOWNs...) leave now,
             # one write for the whole chunk, without waiting for another loop iteration.
-            self._flush()
+            self.flush()
             return
         self._handshake_data(data)
 
@@ -256,7 +256,7 @@ class Channel(asyncio.Protocol):
             return
         conn.send(msg)
         if conn.pending_bytes > _FLUSH_AT:
-            self._flush()  # let big or many messages start moving while more are encoded
+            self.flush()  # let big or many messages start moving while more are encoded
         else:
             self._schedule_flush()
 
@@ -271,9 +271,12 @@ class Channel(asyncio.Protocol):
     def _schedule_flush(self) -> None:
         if not self._flush_pending:
             self._flush_pending = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write everything queued. Sends are otherwise written together at the end of the
+        current turn of the event loop; a caller about to wait for an answer flushes at once
+        instead, saving a turn."""
         self._flush_pending = False
         if self._conn is None or self._transport is None or self._closed:
             return
@@ -294,14 +297,14 @@ class Channel(asyncio.Protocol):
         except RemoteProtocolError as exc:
             self._fail(exc)
             return
-        self._flush()
+        self.flush()
         self._arm_timer()
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
         if self._transport is not None and not self._closed:
-            self._flush()
+            self.flush()
             self._closed = True
             self._transport.close()
 

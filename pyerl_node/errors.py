@@ -100,9 +100,13 @@ class ProcessExit(ErlNodeError):
     """A process received an exit signal; ``reason`` holds the Erlang exit reason."""
 
     def __init__(self, reason: Any, *, sender: Any = None) -> None:
-        super().__init__(f"exit: {reason!r}")
+        # The text is made when shown: every process exit creates one of these.
+        super().__init__(reason)
         self.reason = reason
         self.sender = sender
+
+    def __str__(self) -> str:
+        return f"exit: {self.reason!r}"
 
 
 class RpcError(ErlNodeError):

@@ -120,6 +120,7 @@ async def call(
     try:
         node.monitor(caller.pid, dest, ref=mref)  # type: ignore[arg-type]
         await node.send(dest, (GEN_CALL, (caller.pid, mref), request), sender=caller.pid)
+        node.flush(dest)
         try:
             async with asyncio.timeout(timeout):
                 answer = await answered
@@ -182,6 +183,8 @@ class GenServer:
                 result = await self.handle_call(message[2], from_)
                 if result is not NOREPLY:
                     await self.reply(from_, result)
+                    if not len(proc.mailbox):  # nothing else to answer in the same write
+                        proc.node.flush(from_[0])
             elif type(message) is tuple and len(message) == 2 and message[0] is GEN_CAST:
                 await self.handle_cast(message[1])
             else:

@@ -352,6 +352,14 @@ class Node:
         channel.send(self._remote_send_message(channel, from_pid, target, message))
         await channel.drain()
 
+    def flush(self, dest: Destination) -> None:
+        """Write what is queued for ``dest``'s node now rather than at the end of this turn of
+        the event loop: for a caller that is going to wait for the answer."""
+        node, _ = self._resolve(dest)
+        channel = None if node is None else self._channels.get(node)
+        if channel is not None:
+            channel.flush()
+
     def _remote_send_message(
         self, channel: Channel, from_pid: Pid, target: Term, message: Term
     ) -> c.ControlMessage:

@@ -623,7 +623,7 @@ def test_repeated_control_tuple_without_its_payload_is_a_bad_frame() -> None:
 def test_repeated_sends_encode_as_the_first(mode: str) -> None:
     sends: list[c.ControlMessage] = [
         c.RegSend(P1, Atom("sink"), 1), c.SendSender(P1, P2, 2), c.Send(P2, 3),
-             c.AliasSend(P1, R, 4)]
+        c.AliasSend(P1, R, 4)]
     first = conn(MODES[mode])
     for msg in sends:
         first.send(msg)

@@ -24,7 +24,7 @@ import traceback
 import types
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pyerl_node import control as c
 from pyerl_node import etf
@@ -196,7 +196,13 @@ async def _finish(fn: Callable[..., Any], args: list[Term], threaded: bool) -> O
     return _returned(value)
 
 
+# Results that need no trial encoding (no float: inf and nan have no external form).
+_ALWAYS_ENCODABLE: Final = frozenset({int, bytes, Atom, bool, type(None)})
+
+
 def _returned(value: Term) -> Outcome:
+    if type(value) in _ALWAYS_ENCODABLE:
+        return Outcome(RETURN, value, [])
     try:
         etf.encode(value)  # fail here, as the function's error, not later in the connection
     except EncodeError as exc:
@@ -258,7 +264,8 @@ def serve_spawn_request(node: Node, channel: Channel, req: c.SpawnRequest) -> No
         return
 
     async def finish(proc: Process) -> None:
-        raise ProcessExit(_exit_reason(req, res_ref, await started))
+        node.terminate(proc, _exit_reason(req, res_ref, await started))
+        channel.flush()  # the caller is waiting for this exit: no need to wait for the loop
 
     node.run_process(proc, finish)
 
