@@ -47,6 +47,7 @@ _HIGH_WATER = 4 * 1024 * 1024
 _HANDSHAKE_TIMEOUT = 7.0  # net_setuptime's default
 # Queued output beyond this is written at once instead of at the end of the loop iteration.
 _FLUSH_AT = 256 * 1024
+_BIG_WRITE = 64 * 1024
 
 
 class PeerWinsSimultaneousError(HandshakeError):
@@ -281,7 +282,9 @@ class Channel(asyncio.Protocol):
         if self._conn is None or self._transport is None or self._closed:
             return
         for chunk in self._conn.data_to_send():
-            self._transport.write(chunk)
+            # A view: what the socket does not take at once is copied into the transport's
+            # buffer once, instead of being sliced into a new bytearray first.
+            self._transport.write(memoryview(chunk) if len(chunk) > _BIG_WRITE else chunk)
 
     def _arm_timer(self) -> None:
         if self._conn is None or self._closed:

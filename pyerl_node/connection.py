@@ -94,8 +94,9 @@ _TICK: Final = b"\x00\x00\x00\x00"
 _HEADER_FRAME_START: Final = _TICK + NORMAL_HEADER
 _PASS_THROUGH_FRAME_START: Final = _TICK + bytes((PASS_THROUGH, VERSION))
 _NORMAL_HEADER_SIZE = len(NORMAL_HEADER)
-# Sends whose control tuple (hashable: pids, atoms, references) is remembered encoded.
-_REPEATED: Final = frozenset({Send, SendSender, RegSend, AliasSend})
+# Sends whose control tuple (pids and atoms) is remembered encoded. Not ALIAS_SEND: its
+# alias is usually the one-off reply address of a gen call.
+_REPEATED: Final = frozenset({Send, SendSender, RegSend})
 _MAX_SENT_CTRL: Final = 256
 
 # Control messages the peer understands only with a flag (PROTOCOL.md §4.1, §6). Sending one
@@ -232,26 +233,47 @@ class Connection:
             return []
         self._last_received = now
         chunk = data if type(data) is bytes else bytes(data)
-        if self._pending:
-            self._pending.append(chunk)
-            self._pending_size += len(chunk)
-            if self._pending_size < self._needed:
-                return []
-            source = b"".join(self._pending)
-        else:
-            source = chunk
         events: list[Event] = []
-        pos = self._packets(source, events)
-        if pos < len(source):
+        pos = 0
+        if self._pending:
+            pos = self._complete_pending(chunk, events)
+            if pos < 0:
+                return events
+        pos = self._packets(chunk, pos, events)
+        if pos < len(chunk):
             # The start of a packet stays behind; only bytes of this read are copied.
-            tail = source[pos:] if pos else source
+            tail = chunk[pos:] if pos else chunk
             self._pending = [tail]
             self._pending_size = len(tail)
             self._needed = 4 + _LENGTH.unpack_from(tail)[0] if len(tail) >= 4 else 4
-        elif self._pending:
-            self._pending = []
-            self._pending_size = 0
         return events
+
+    def _complete_pending(self, chunk: bytes, events: list[Event]) -> int:
+        """Finish the packet whose start was kept, with the bytes of ``chunk`` it lacks.
+
+        Returns the offset in ``chunk`` after them, or -1 if ``chunk`` did not complete it
+        (it is kept too then). Only that packet's bytes are joined, not the whole read.
+        """
+        pos = 0
+        while True:
+            missing = self._needed - self._pending_size
+            if len(chunk) - pos < missing:
+                self._pending.append(chunk[pos:] if pos else chunk)
+                self._pending_size += len(chunk) - pos
+                return -1
+            self._pending.append(chunk[pos:pos + missing])
+            pos += missing
+            head = b"".join(self._pending)
+            if self._needed == 4:  # the length was incomplete: now the packet's size is known
+                (length,) = _LENGTH.unpack_from(head)
+                if length > self._max_packet:
+                    self._check_length(length)
+                self._pending, self._pending_size, self._needed = [head], 4, 4 + length
+                if length:
+                    continue
+            self._pending, self._pending_size = [], 0
+            self._packets(head, 0, events)
+            return pos
 
     def _check_length(self, length: int) -> None:
         if length > self._max_packet:
@@ -260,10 +282,10 @@ class Connection:
                 f"{self._max_packet}"
             ))
 
-    def _packets(self, source: bytes, events: list[Event]) -> int:
-        """Decode every whole packet in ``source``; return the offset after the last one."""
+    def _packets(self, source: bytes, pos: int, events: list[Event]) -> int:
+        """Decode every whole packet in ``source`` from ``pos``; return the offset after the
+        last one."""
         total = len(source)
-        pos = 0
         decode = self._header_packet if self._header_mode else self._pass_through_packet
         unpack = _LENGTH.unpack_from
         limit = self._max_packet
@@ -330,11 +352,11 @@ class Connection:
                 events.append(BadFrame(error, buf[start:end]))
             if frag_id == 1:
                 return self._decode_message(buf, offset, end, refs)
-            self._assembler.first(seq_id, frag_id, refs, buf[offset:end])
+            self._assembler.first(seq_id, frag_id, refs, _piece(buf, offset, end))
             return None
         if kind == DIST_FRAG_CONT:
             seq_id, frag_id, offset = read_fragment_ids(buf, start + 2, end)
-            complete = self._assembler.add(seq_id, frag_id, buf[offset:end])
+            complete = self._assembler.add(seq_id, frag_id, _piece(buf, offset, end))
             if complete is None:
                 return None
             data, refs = complete
@@ -498,6 +520,15 @@ class Connection:
         self._next_firing += self._tick_period
         if self._next_firing <= now:
             self._next_firing = now + self._tick_period
+
+
+def _piece(buf: bytes, start: int, end: int) -> Buffer:
+    """A fragment's bytes until its message is joined: a view when it is most of ``buf`` (the
+    read it came in), so that it is copied once, at the join; else a copy, so that a small
+    piece does not keep a big read alive."""
+    if 2 * (end - start) >= len(buf):
+        return memoryview(buf)[start:end]
+    return buf[start:end]
 
 
 def _format_error(expected: str, packet: bytes, other_format: int) -> RemoteProtocolError:

@@ -179,7 +179,7 @@ def read_fragment_ids(buf: Buffer, offset: int, end: int) -> tuple[int, int, int
 class _Partial:
     expected: int  # the FragmentId that must come next
     refs: list[Atom]
-    chunks: list[bytes]
+    chunks: list[Buffer]
     size: int
 
 
@@ -216,7 +216,7 @@ class FragmentAssembler:
         self._held -= partial.size
         return True
 
-    def first(self, seq_id: int, frag_id: int, refs: list[Atom], chunk: bytes) -> None:
+    def first(self, seq_id: int, frag_id: int, refs: list[Atom], chunk: Buffer) -> None:
         """Open sequence ``seq_id`` with its first fragment (``frag_id`` > 1 pieces)."""
         if seq_id in self._partials:
             raise RemoteProtocolError(f"fragment sequence {seq_id} is already open")
@@ -228,7 +228,7 @@ class FragmentAssembler:
         self._partials[seq_id] = _Partial(frag_id - 1, refs, [chunk], len(chunk))
         self._held += len(chunk)
 
-    def add(self, seq_id: int, frag_id: int, chunk: bytes) -> tuple[bytes, list[Atom]] | None:
+    def add(self, seq_id: int, frag_id: int, chunk: Buffer) -> tuple[bytes, list[Atom]] | None:
         """Append a continuation fragment; the whole message and its refs after the last."""
         partial = self._partials.get(seq_id)
         if partial is None:
