@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from enum import Enum
 from typing import TYPE_CHECKING
 
 from pyerl_node import epmd_client
@@ -61,6 +62,21 @@ class HandshakeRefusedError(HandshakeError):
     """We answered the peer's send_name with nok, not_allowed or alive-then-false."""
 
 
+class Flush(Enum):
+    """When a queued control message is written to the socket."""
+
+    #: with the other sends of this turn of the event loop, in one write (the default)
+    SOON = "soon"
+    #: at once: the caller is about to wait for the answer
+    NOW = "now"
+    #: with the next write, or within ``LATER_DELAY`` (a demonitor: nobody waits for it)
+    LATER = "later"
+
+
+#: The longest a ``Flush.LATER`` message waits for another write to go with.
+LATER_DELAY = 0.005
+
+
 class Channel(asyncio.Protocol):
     """The connection to one peer, from the first handshake byte to the close."""
 
@@ -77,6 +93,7 @@ class Channel(asyncio.Protocol):
         self._handshake: InitiatorHandshake | AcceptorHandshake | None = None
         self._conn: Connection | None = None
         self._flush_pending = False
+        self._later: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -250,16 +267,21 @@ class Channel(asyncio.Protocol):
 
     # -- connected -------------------------------------------------------------------------------
 
-    def send(self, msg: ControlMessage) -> None:
-        """Queue one control message; it leaves with the next batched write."""
+    def send(self, msg: ControlMessage, flush: Flush = Flush.SOON) -> None:
+        """Queue one control message; ``flush`` says when it is written."""
         conn = self._conn
         if conn is None or self._closed:
             return
         conn.send(msg)
-        if conn.pending_bytes > _FLUSH_AT:
-            self.flush()  # let big or many messages start moving while more are encoded
-        else:
-            self._schedule_flush()
+        if flush is Flush.NOW or conn.pending_bytes > _FLUSH_AT:
+            # (past _FLUSH_AT: big or many messages start moving while more are encoded)
+            self.flush()
+        elif flush is Flush.SOON:
+            if not self._flush_pending:
+                self._flush_pending = True
+                self._loop.call_soon(self.flush)
+        elif self._later is None and not self._flush_pending:
+            self._later = self._loop.call_later(LATER_DELAY, self.flush)
 
     async def drain(self) -> None:
         """Wait while the socket's outbound buffer is above its high-water mark."""
@@ -269,16 +291,12 @@ class Channel(asyncio.Protocol):
                 waiter = self._drain_waiter = self._loop.create_future()
             await waiter
 
-    def _schedule_flush(self) -> None:
-        if not self._flush_pending:
-            self._flush_pending = True
-            self._loop.call_soon(self.flush)
-
     def flush(self) -> None:
-        """Write everything queued. Sends are otherwise written together at the end of the
-        current turn of the event loop; a caller about to wait for an answer flushes at once
-        instead, saving a turn."""
+        """Write everything queued now."""
         self._flush_pending = False
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         if self._conn is None or self._transport is None or self._closed:
             return
         for chunk in self._conn.data_to_send():
@@ -306,6 +324,9 @@ class Channel(asyncio.Protocol):
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         if self._transport is not None and not self._closed:
             self.flush()
             self._closed = True

@@ -14,6 +14,7 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from pyerl_node.channel import Flush
 from pyerl_node.errors import CallTimeout, NodeDown, NoProc, ProcessExit
 from pyerl_node.mailbox import Mailbox
 from pyerl_node.process import DOWN, NOCONNECTION, NOPROC, Process
@@ -52,16 +53,19 @@ def alias_of(tag: Term) -> Reference | None:
     return None
 
 
-async def reply(node: Node, from_: From, value: Term, *, sender: Pid | None = None) -> None:
+async def reply(
+    node: Node, from_: From, value: Term, *, sender: Pid | None = None,
+    flush: Flush = Flush.SOON,
+) -> None:
     """Answer a ``$gen_call``: ``{Tag, Value}`` to the alias in the tag, else to the caller."""
     caller, tag = from_
     alias = alias_of(tag)
     if alias is not None and alias.node is not node.node_atom:
         channel = node.connected_channel(alias.node)
         if channel is not None and channel.alias:
-            await node.send(alias, (tag, value), sender=sender)
+            await node.send(alias, (tag, value), sender=sender, flush=flush)
             return
-    await node.send(caller, (tag, value), sender=sender)
+    await node.send(caller, (tag, value), sender=sender, flush=flush)
 
 
 class _ReplyMailbox(Mailbox):
@@ -104,6 +108,15 @@ def _caller(node: Node) -> tuple[Process, _ReplyMailbox]:
     return proc, box
 
 
+class _ExpiredError(Exception):
+    """A call's timer ran out before its answer came."""
+
+
+def _expire(answered: asyncio.Future[Term]) -> None:
+    if not answered.done():
+        answered.set_exception(_ExpiredError())
+
+
 async def call(
     node: Node, dest: Destination, request: Term, *, timeout: float | None = 5.0
 ) -> Term:
@@ -117,16 +130,21 @@ async def call(
     mref = node.make_ref()
     answered: asyncio.Future[Term] = asyncio.get_running_loop().create_future()
     box.waiting[mref] = answered  # before the monitor: its DOWN may come at once
+    timer = None
     try:
-        node.monitor(caller.pid, dest, ref=mref)  # type: ignore[arg-type]
-        await node.send(dest, (GEN_CALL, (caller.pid, mref), request), sender=caller.pid)
-        node.flush(dest)
-        try:
-            async with asyncio.timeout(timeout):
-                answer = await answered
-        except TimeoutError:
-            raise CallTimeout(f"call to {dest!r} timed out after {timeout} s") from None
+        # The monitor goes out in the same write as the request, which leaves at once.
+        node.monitor(caller.pid, dest, ref=mref, flush=Flush.LATER)  # type: ignore[arg-type]
+        await node.send(dest, (GEN_CALL, (caller.pid, mref), request), sender=caller.pid,
+                        flush=Flush.NOW)
+        if timeout is not None:
+            # (a plain timer: asyncio.timeout costs as much again as the rest of the wait)
+            timer = asyncio.get_running_loop().call_later(timeout, _expire, answered)
+        answer = await answered
+    except _ExpiredError:
+        raise CallTimeout(f"call to {dest!r} timed out after {timeout} s") from None
     finally:
+        if timer is not None:
+            timer.cancel()
         box.waiting.pop(mref, None)
         node.demonitor(caller.pid, mref)
     if len(answer) == 2:
@@ -166,8 +184,8 @@ class GenServer:
     async def handle_info(self, message: Term) -> None:
         log.debug("%s: unhandled message %r", type(self).__name__, message)
 
-    async def reply(self, from_: From, value: Term) -> None:
-        await reply(self.process.node, from_, value, sender=self.process.pid)
+    async def reply(self, from_: From, value: Term, *, flush: Flush = Flush.SOON) -> None:
+        await reply(self.process.node, from_, value, sender=self.process.pid, flush=flush)
 
     async def serve(self, proc: Process) -> None:
         """The receive loop (the body of the server's process)."""
@@ -182,9 +200,9 @@ class GenServer:
                     continue
                 result = await self.handle_call(message[2], from_)
                 if result is not NOREPLY:
-                    await self.reply(from_, result)
-                    if not len(proc.mailbox):  # nothing else to answer in the same write
-                        proc.node.flush(from_[0])
+                    # With more requests queued, their answers go out in one write.
+                    await self.reply(from_, result,
+                                     flush=Flush.SOON if len(proc.mailbox) else Flush.NOW)
             elif type(message) is tuple and len(message) == 2 and message[0] is GEN_CAST:
                 await self.handle_cast(message[1])
             else:

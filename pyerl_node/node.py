@@ -20,7 +20,7 @@ from typing import Any
 
 from pyerl_node import control as c
 from pyerl_node import epmd_client, inbound
-from pyerl_node.channel import Channel, PeerWinsSimultaneousError, dial
+from pyerl_node.channel import Channel, Flush, PeerWinsSimultaneousError, dial
 from pyerl_node.errors import (
     ConnectionLost,
     EpmdError,
@@ -337,11 +337,16 @@ class Node:
             return (None if node is self.node_atom else node), name
         raise LocalProtocolError(f"not a destination: {dest!r}")
 
-    async def send(self, dest: Destination, message: Term, *, sender: Pid | None = None) -> None:
+    async def send(
+        self, dest: Destination, message: Term, *, sender: Pid | None = None,
+        flush: Flush = Flush.SOON,
+    ) -> None:
         """Send ``message`` to a pid, a registered name, ``(name, node)`` or an alias.
 
         Like Erlang's ``!``: a dead or unknown local destination drops the message silently; a
-        remote one is connected to first (``NodeDown`` if that fails).
+        remote one is connected to first (``NodeDown`` if that fails). Remote sends of one
+        turn of the event loop leave in one write; ``flush=Flush.NOW`` writes at once, for a
+        caller that is going to wait for the answer.
         """
         node, target = self._resolve(dest)
         if node is None:
@@ -349,16 +354,8 @@ class Node:
             return
         channel = self._channels.get(node) or await self.connect_channel(node)
         from_pid = sender or self._system_pid()
-        channel.send(self._remote_send_message(channel, from_pid, target, message))
+        channel.send(self._remote_send_message(channel, from_pid, target, message), flush)
         await channel.drain()
-
-    def flush(self, dest: Destination) -> None:
-        """Write what is queued for ``dest``'s node now rather than at the end of this turn of
-        the event loop: for a caller that is going to wait for the answer."""
-        node, _ = self._resolve(dest)
-        channel = None if node is None else self._channels.get(node)
-        if channel is not None:
-            channel.flush()
 
     def _remote_send_message(
         self, channel: Channel, from_pid: Pid, target: Term, message: Term
@@ -557,12 +554,13 @@ class Node:
 
     def monitor(
         self, watcher: Pid, target: Pid | Atom | str | tuple[Any, Any], *,
-        ref: Reference | None = None,
+        ref: Reference | None = None, flush: Flush = Flush.SOON,
     ) -> Reference:
         """Monitor a pid or a registered name (local or ``(name, node)``).
 
         ``ref`` supplies the monitor reference, for callers that must know it before a DOWN
-        can arrive.
+        can arrive. ``flush`` says when a remote MONITOR_P is written (``Flush.LATER`` when
+        a send that flushes follows at once).
         """
         proc = self.registry.get(watcher)
         if proc is None:
@@ -583,6 +581,7 @@ class Node:
             node,
             c.MonitorP(watcher, what, ref),
             on_fail=lambda: self.fire_down(watcher, ref, NOCONNECTION),
+            flush=flush,
         )
         return ref
 
@@ -606,7 +605,7 @@ class Node:
             return
         channel = self._channels.get(node)
         if channel is not None:
-            channel.send(c.DemonitorP(watcher, what, ref))
+            channel.send(c.DemonitorP(watcher, what, ref), Flush.LATER)  # nobody waits for it
 
     def fire_down(self, watcher: Pid, ref: Reference, reason: Term) -> None:
         proc = self.registry.get(watcher)
@@ -832,13 +831,14 @@ class Node:
         return True
 
     def _send_remote_soon(
-        self, node: Atom, msg: c.ControlMessage | None, *, on_fail: Callable[[], None]
+        self, node: Atom, msg: c.ControlMessage | None, *, on_fail: Callable[[], None],
+        flush: Flush = Flush.SOON,
     ) -> None:
         """Send ``msg`` to ``node`` now if connected, else after connecting (or ``on_fail``)."""
         channel = self._channels.get(node)
         if channel is not None:
             if msg is not None:
-                channel.send(msg)
+                channel.send(msg, flush)
             return
 
         async def later() -> None:
