@@ -283,6 +283,11 @@ class Channel(asyncio.Protocol):
         elif self._later is None and not self._flush_pending:
             self._later = self._loop.call_later(LATER_DELAY, self.flush)
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of control messages queued here, not yet handed to the socket."""
+        return 0 if self._conn is None else self._conn.pending_bytes
+
     async def drain(self) -> None:
         """Wait while the socket's outbound buffer is above its high-water mark."""
         if self._paused_writing and not self._closed:

@@ -12,6 +12,7 @@ import secrets
 import pytest
 
 from pyerl_node import gen
+from pyerl_node.channel import Flush
 from pyerl_node.errors import CallTimeout, NodeDown, NoProc, ProcessExit
 from pyerl_node.gen import From, GenServer, start_server
 from pyerl_node.node import Node
@@ -246,3 +247,35 @@ async def test_concurrent_calls_get_their_own_replies(pair: tuple[Node, Node]) -
         await a.call(dest, Atom("slow"), timeout=0.1)  # its reply comes late and is dropped
     replies = await asyncio.gather(*(a.call(dest, i) for i in range(50)))
     assert replies == [(Atom("echo"), i) for i in range(50)]
+
+
+async def test_a_finished_call_leaves_no_monitor_behind(pair: tuple[Node, Node]) -> None:
+    # The demonitor of a call waits for another write (Flush.LATER), but not for long: with
+    # nothing else sent, the server's side forgets the monitor within a few milliseconds.
+    a, b = pair
+    srv = start_server(b, Echo(), name="echo")
+    await a.connect(b.node_atom)
+    await a.global_sync(timeout=5)  # then nothing else is sent that could carry it
+    await b.global_sync(timeout=5)
+    await asyncio.sleep(0.2)
+    assert await a.call((Atom("echo"), b.node_atom), 1) == (Atom("echo"), 1)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 2
+    while srv.monitored_by:
+        assert loop.time() < deadline, srv.monitored_by
+        await asyncio.sleep(0.001)
+    assert loop.time() < deadline - 1.5  # long before the next tick could have carried it
+
+
+async def test_flush_now_writes_before_the_loop_turns(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    box = b.mailbox(name="inbox")
+    await a.send((Atom("inbox"), b.node_atom), "warm-up")
+    await box.receive(timeout=5)
+    channel = a.connected_channel(b.node_atom)
+    assert channel is not None
+    await a.send((Atom("inbox"), b.node_atom), "soon")
+    assert channel.queued_bytes > 0  # still queued
+    await a.send((Atom("inbox"), b.node_atom), "now", flush=Flush.NOW)
+    assert channel.queued_bytes == 0  # both written, in order
+    assert [await box.receive(timeout=5) for _ in range(2)] == [b"soon", b"now"]
