@@ -36,6 +36,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
+from typing import cast
 
 from epmd.registry import Registry
 from pyerl_node.epmd_wire import (
@@ -102,8 +103,8 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # (a stream transport; other event loops, uvloop's, do not subclass asyncio.Transport)
+        self._transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         sock = transport.get_extra_info("socket")

@@ -317,3 +317,33 @@ async def test_dead_peer_detected(
         await node.stop()
 
 
+
+
+def test_runs_on_uvloop(otp_release: str, epmd: Epmd, cookie: str,
+                        beam_node: BeamNodeFactory) -> None:
+    """Many asyncio applications run uvloop, whose transports are not asyncio.Transport
+    subclasses: the node must connect, serve and move big messages on it too."""
+    import uvloop
+
+    beam = beam_node(otp_release)
+
+    async def scenario() -> None:
+        async with Node(f"py_{secrets.token_hex(3)}@{LOCALHOST}", cookie, epmd_port=epmd.port,
+                        start_epmd=False) as py:
+            start_server(py, Echo(), name="gen_echo")
+            p = py.node_atom.name
+            assert await beam.eval_async(f"net_kernel:connect_node('{p}')") == "true"
+            assert await beam.eval_async(
+                f"gen_server:call({{gen_echo, '{p}'}}, hi)") == "{echo,hi}"
+            box = py.mailbox(name="inbox")
+            await beam.eval_async(
+                f"{{inbox, '{p}'}} ! {{self(), binary:copy(<<7>>, 3000000)}}, ok")
+            _, big = await box.receive(timeout=20)
+            assert big == b"\x07" * 3_000_000
+            await beam.eval_async("register(sizer, spawn(fun() -> "
+                                  "receive {F, B} -> F ! {size, byte_size(B)} end end)), ok")
+            await py.send((Atom("sizer"), Atom(beam.name)), (box.pid, big + b"!"))  # fragmented
+            assert await box.receive(timeout=20) == (Atom("size"), 3_000_001)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pyerl_node import epmd_client
 from pyerl_node.connection import BadFrame, Connection
@@ -102,8 +102,8 @@ class Channel(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # (a stream transport; other event loops, uvloop's, do not subclass asyncio.Transport)
+        self._transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=_HIGH_WATER)
         node = self.node
         common = {
