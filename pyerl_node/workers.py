@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any
 
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+Done = Callable[[bool, Any], None]
+_Job = tuple[asyncio.AbstractEventLoop, Done, Callable[..., Any], tuple[Any, ...]]
 
 
 def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -41,8 +43,14 @@ class Workers:
 
     def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Call ``fn(*args)`` in a worker; the future (of the running loop) gets its outcome."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.submit(fn, args, functools.partial(_settle, fut))
+        return fut
+
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], done: Done) -> None:
+        """Call ``fn(*args)`` in a worker, then ``done(True, result)`` or
+        ``done(False, exception)`` on the running loop: no future, no task to wake."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
         with self._lock:
             # An idle worker is reserved for this job; without one, start a worker if allowed
             # (else the job waits in the queue for the next worker to finish).
@@ -56,18 +64,17 @@ class Workers:
             threading.Thread(
                 target=self._work, name=f"{self._name}-{self._threads}", daemon=True
             ).start()
-        self._jobs.put((loop, fut, fn, args))
-        return fut
+        self._jobs.put((loop, done, fn, args))
 
     def _work(self) -> None:
         while True:
-            loop, fut, fn, args = self._jobs.get()
+            loop, done, fn, args = self._jobs.get()
             try:
                 outcome: tuple[bool, Any] = (True, fn(*args))
             except BaseException as exc:
                 outcome = (False, exc)
             # A closed loop raises RuntimeError: nobody is waiting for this result any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, fut, *outcome)
+                loop.call_soon_threadsafe(done, *outcome)
             with self._lock:
                 self._idle += 1

@@ -29,6 +29,19 @@ def fail(kind: bytes) -> Term:
     return 1 / 0
 
 
+def returns_coroutine(x: int) -> object:
+    return slow_value(x)  # a plain function (run by a worker) handing back a coroutine
+
+
+async def slow_value(x: int) -> int:
+    await asyncio.sleep(0.01)
+    return x + 1
+
+
+def leaves(code: int) -> None:
+    raise SystemExit(code)
+
+
 class Counter:
     def __init__(self) -> None:
         self.n = 0
@@ -46,7 +59,8 @@ async def rpc_pair(pair: tuple[Node, Node]) -> tuple[Node, Node]:
     """(caller, server): the server exposes ``math``, ``py`` and ``counter``."""
     caller, server = pair
     server.expose("math", math)
-    server.expose("py", {"slow": slow, "fail": fail, "echo": lambda x: x})
+    server.expose("py", {"slow": slow, "fail": fail, "echo": lambda x: x,
+                         "returns_coroutine": returns_coroutine, "leaves": leaves})
     server.expose("counter", Counter())
     return caller, server
 
@@ -151,3 +165,16 @@ def test_term_syntax_round_trip() -> None:
     ]
     assert parse(format_term(term)) == term
     assert parse("16#ff.") == 255 and parse("$a") == 97
+
+
+async def test_worker_functions_that_return_a_coroutine_or_leave(
+    rpc_pair: tuple[Node, Node]
+) -> None:
+    caller, server = rpc_pair
+    s = server.node_atom
+    assert await caller.erpc(s, "py", "returns_coroutine", [41]) == 42
+    # SystemExit in a worker thread: the caller gets an error, not a hang
+    with pytest.raises(RpcError) as info:
+        await caller.erpc(s, "py", "leaves", [3], timeout=10)
+    assert "SystemExit" in repr(info.value.reason)
+    assert await caller.erpc(s, "py", "echo", [1]) == 1  # the node serves on

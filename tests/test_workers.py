@@ -43,3 +43,22 @@ async def test_thread_count_is_bounded_and_jobs_queue() -> None:
 
 def _name() -> str:
     return threading.current_thread().name
+
+
+async def test_submit_reports_on_the_loop_thread() -> None:
+    workers = Workers(max_threads=2)
+    loop = asyncio.get_running_loop()
+    got: asyncio.Queue[tuple[bool, object, str]] = asyncio.Queue()
+
+    def done(ok: bool, value: object) -> None:
+        got.put_nowait((ok, value, threading.current_thread().name))
+
+    workers.submit(divmod, (7, 2), done)
+    workers.submit(divmod, (1, 0), done)
+    results = [await asyncio.wait_for(got.get(), 10) for _ in range(2)]
+    results.sort(key=lambda r: r[0])
+    (bad, error, where_bad), (good, value, where_good) = results
+    assert good and value == (3, 1)
+    assert not bad and isinstance(error, ZeroDivisionError)
+    assert where_bad == where_good == threading.current_thread().name  # the loop's thread
+    assert loop.is_running()

@@ -24,7 +24,7 @@ import traceback
 import types
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, overload
 
 from pyerl_node import control as c
 from pyerl_node import etf
@@ -154,19 +154,39 @@ def _stacktrace(exc: BaseException) -> list[Term]:
     return stack
 
 
+@overload
 def start_apply(
-    exposed: Exposed, module: Atom, function: Atom, args: list[Term]
-) -> Outcome | Coroutine[Any, Any, Outcome]:
+    exposed: Exposed, module: Atom, function: Atom, args: list[Term], done: None = None
+) -> Outcome | Coroutine[Any, Any, Outcome]: ...
+
+
+@overload
+def start_apply(
+    exposed: Exposed, module: Atom, function: Atom, args: list[Term],
+    done: Callable[[Outcome], None],
+) -> Outcome | Coroutine[Any, Any, Outcome] | None: ...
+
+
+def start_apply(
+    exposed: Exposed, module: Atom, function: Atom, args: list[Term],
+    done: Callable[[Outcome], None] | None = None,
+) -> Outcome | Coroutine[Any, Any, Outcome] | None:
     """Start ``module:function(args...)`` among the exposed callables.
 
     The outcome itself when the call is already over (undef, or an inline synchronous
     function), else a coroutine that finishes it: callers on the hot path avoid a task.
+    With ``done``, a function for the worker threads is handed to them and None returned:
+    its outcome goes to ``done`` on the loop, without a task either.
     """
     found = exposed.lookup(module, function, len(args))
     if found is None:
         return Outcome(ERROR, UNDEF, [(module, function, args, [])])
     fn, threaded = found
-    if threaded or inspect.iscoroutinefunction(fn):
+    is_async = inspect.iscoroutinefunction(fn)
+    if threaded and done is not None and not is_async:
+        _WORKERS.submit(fn, tuple(args), functools.partial(_worker_done, done))
+        return None
+    if threaded or is_async:
         return _finish(fn, args, threaded)
     try:
         value = fn(*args)
@@ -181,6 +201,18 @@ async def apply(exposed: Exposed, module: Atom, function: Atom, args: list[Term]
     """Run ``module:function(args...)`` among the exposed callables."""
     started = start_apply(exposed, module, function, args)
     return started if isinstance(started, Outcome) else await started
+
+
+def _worker_done(done: Callable[[Outcome], None], ok: bool, value: Any) -> None:
+    if ok and inspect.isawaitable(value):  # a plain function that returned a coroutine
+        task = asyncio.ensure_future(_finish(lambda: value, [], False))
+        task.add_done_callback(lambda finished: done(finished.result()))
+    elif ok:
+        done(_returned(value))
+    elif isinstance(value, Exception):
+        done(_failure(value))
+    else:  # SystemExit, KeyboardInterrupt... in a worker: still an answer for the caller
+        done(_failure(RuntimeError(f"{type(value).__name__} in an rpc worker: {value}")))
 
 
 async def _finish(fn: Callable[..., Any], args: list[Term], threaded: bool) -> Outcome:
@@ -257,17 +289,22 @@ def serve_spawn_request(node: Node, channel: Channel, req: c.SpawnRequest) -> No
         flags |= c.SpawnReplyFlag.LINK
     channel.send(c.SpawnReply(req.req_id, req.from_pid, int(flags), proc.pid))
     res_ref, module, function, args = call
-    started = start_apply(node.exposed, module, function, args)
+
+    def done(outcome: Outcome) -> None:
+        node.terminate(proc, _exit_reason(req, res_ref, outcome))  # (nothing if killed)
+        channel.flush()  # the caller is waiting for this exit: no need to wait for the loop
+
+    started = start_apply(node.exposed, module, function, args, done)
     if isinstance(started, Outcome):
         # Over already: the exit leaves in the same write as the reply, no task needed.
         node.terminate(proc, _exit_reason(req, res_ref, started))
-        return
+    elif started is not None:
+        running = started
 
-    async def finish(proc: Process) -> None:
-        node.terminate(proc, _exit_reason(req, res_ref, await started))
-        channel.flush()  # the caller is waiting for this exit: no need to wait for the loop
+        async def finish(proc: Process) -> None:
+            done(await running)
 
-    node.run_process(proc, finish)
+        node.run_process(proc, finish)
 
 
 def _requested_call(req: c.SpawnRequest) -> tuple[Term, Atom, Atom, list[Term]] | None:
