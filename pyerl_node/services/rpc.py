@@ -203,9 +203,14 @@ async def apply(exposed: Exposed, module: Atom, function: Atom, args: list[Term]
     return started if isinstance(started, Outcome) else await started
 
 
+_AWAITING: set[asyncio.Task[Outcome]] = set()
+
+
 def _worker_done(done: Callable[[Outcome], None], ok: bool, value: Any) -> None:
     if ok and inspect.isawaitable(value):  # a plain function that returned a coroutine
         task = asyncio.ensure_future(_finish(lambda: value, [], False))
+        _AWAITING.add(task)  # (the loop keeps only a weak reference to a task)
+        task.add_done_callback(_AWAITING.discard)
         task.add_done_callback(lambda finished: done(finished.result()))
     elif ok:
         done(_returned(value))
