@@ -280,8 +280,10 @@ class Channel(asyncio.Protocol):
             if not self._flush_pending:
                 self._flush_pending = True
                 self._loop.call_soon(self.flush)
-        elif self._later is None and not self._flush_pending:
-            self._later = self._loop.call_later(LATER_DELAY, self.flush)
+        elif self._later is None:
+            # Armed once and left armed across flushes: a stream of calls, each ending in a
+            # demonitor, arms it at most once per LATER_DELAY instead of once per call.
+            self._later = self._loop.call_later(LATER_DELAY, self._later_due)
 
     @property
     def queued_bytes(self) -> int:
@@ -296,12 +298,13 @@ class Channel(asyncio.Protocol):
                 waiter = self._drain_waiter = self._loop.create_future()
             await waiter
 
+    def _later_due(self) -> None:
+        self._later = None
+        self.flush()
+
     def flush(self) -> None:
         """Write everything queued now."""
         self._flush_pending = False
-        if self._later is not None:
-            self._later.cancel()
-            self._later = None
         if self._conn is None or self._transport is None or self._closed:
             return
         for chunk in self._conn.data_to_send():

@@ -47,6 +47,7 @@ from pyerl_node.control import (
     DemonitorP,
     MonitorP,
     MonitorPExit,
+    PayloadBuilder,
     PayloadExit,
     PayloadExit2,
     PayloadExit2Tt,
@@ -67,7 +68,7 @@ from pyerl_node.control import (
     payload_builder,
     to_terms,
 )
-from pyerl_node.control_memo import ControlMemo
+from pyerl_node.control_memo import PrefixMemo, head_end
 from pyerl_node.dist_header import (
     DIST_FRAG_CONT,
     DIST_FRAG_HEADER,
@@ -98,6 +99,9 @@ _NORMAL_HEADER_SIZE = len(NORMAL_HEADER)
 # alias is usually the one-off reply address of a gen call.
 _REPEATED: Final = frozenset({Send, SendSender, RegSend})
 _MAX_SENT_CTRL: Final = 256
+# Control operations whose tuple repeats but for its last element, a fresh reference:
+# MONITOR_P and DEMONITOR_P, sent around every gen call.
+_HEAD_OPS: Final = frozenset({19, 20})
 
 # Control messages the peer understands only with a flag (PROTOCOL.md §4.1, §6). Sending one
 # without it makes BEAM drop the connection, so it is refused here instead.
@@ -189,7 +193,9 @@ class Connection:
         self._pending_size = 0
         self._needed = 0
         self._atom_cache = AtomCache()
-        self._memo = ControlMemo()
+        # control tuples decoded before: whole (sends), or all but the last element
+        self._known_ctrl: PrefixMemo[PayloadBuilder] = PrefixMemo()
+        self._known_heads: PrefixMemo[tuple[Term, ...]] = PrefixMemo()
         self._sent_ctrl: dict[Term, bytes] = {}
         self._assembler = FragmentAssembler(
             max_bytes=max_message_size, max_sequences=max_pending_fragments
@@ -371,7 +377,7 @@ class Connection:
             raise RemoteProtocolError(
                 "the distribution header is not followed by a control message"
             )
-        known = self._memo.lookup(buf, offset, refs)
+        known = self._known_ctrl.lookup(buf, offset, refs)
         if known is not None:
             builder, after = known
             if after < end:
@@ -380,7 +386,17 @@ class Connection:
                     return builder(message)
             raise _end_error(after, end) if after != end else RemoteProtocolError(
                 "a send operation without its message")
-        ctrl, ctrl_end = decode_from(buf, offset, atom_cache=refs)
+        ctrl: Term
+        head = self._known_heads.lookup(buf, offset, refs)
+        if head is not None:
+            last, ctrl_end = decode_from(buf, head[1], atom_cache=refs)
+            ctrl = (*head[0], last)
+        else:
+            ctrl, ctrl_end = decode_from(buf, offset, atom_cache=refs)
+            if type(ctrl) is tuple and ctrl and type(ctrl[0]) is int and ctrl[0] in _HEAD_OPS:
+                at = head_end(buf, offset, refs)
+                if at is not None:
+                    self._known_heads.remember(buf, offset, at, refs, ctrl[:-1])
         payload: Term = NO_PAYLOAD
         after = ctrl_end
         if after < end:
@@ -391,7 +407,7 @@ class Connection:
         if payload is not NO_PAYLOAD:
             build = payload_builder(ctrl)
             if build is not None:
-                self._memo.remember(buf, offset, ctrl_end, refs, build)
+                self._known_ctrl.remember(buf, offset, ctrl_end, refs, build)
         return decoded
 
     # -- sending -------------------------------------------------------------------------------

@@ -4,40 +4,44 @@ A process streaming to another repeats the same control tuple before every paylo
 (SEND_SENDER from one pid to one pid, REG_SEND to one name), and with the atom cache BEAM
 even repeats the same header. ETF is prefix-free: the same bytes at a term's offset, read
 with the same atom cache references, decode to the same term and end at the same offset. So
-a hit skips decoding and checking the control tuple; only the payload is decoded.
+a remembered tuple is not decoded or checked again; only the payload is decoded.
 
-Only tuples whose payload may be any term are remembered (see
-:func:`pyerl_node.control.payload_builder`). The references are compared by identity:
-:class:`pyerl_node.dist_header.AtomCache` hands out one list per repeated header, so the
-same list means the same atoms, and a header that redefines slots gives a new list.
+The same holds for the leading elements of a tuple: a gen call's MONITOR_P and DEMONITOR_P
+differ from the previous call's only in their last element, the monitor reference, so their
+head (everything before it) is remembered too (:func:`head_end` finds where it stops).
+
+The references are compared by identity: :class:`pyerl_node.dist_header.AtomCache` hands out
+one list per repeated header, so the same list means the same atoms, and a header that
+redefines slots gives a new list.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Generic, TypeVar
 
-from pyerl_node.control import PayloadBuilder
+from pyerl_node.etf import SMALL_TUPLE, decode_from
 from pyerl_node.terms import Atom
 
 _MAX_ENTRIES: Final = 256
 _MAX_LENGTHS: Final = 8
 
+V = TypeVar("V")
 
-class ControlMemo:
-    """Control tuple bytes -> (atom cache references, builder of the message)."""
+
+class PrefixMemo(Generic[V]):
+    """Values remembered by the bytes they were decoded from (of a few distinct lengths)
+    and the atom cache references those bytes were read with."""
 
     __slots__ = ("_entries", "_lengths")
 
     def __init__(self) -> None:
-        self._entries: dict[bytes, tuple[list[Atom], PayloadBuilder]] = {}
-        # the distinct byte lengths of the remembered tuples, few in practice
+        self._entries: dict[bytes, tuple[list[Atom], V]] = {}
+        # the distinct byte lengths of the remembered keys, few in practice
         self._lengths: list[int] = []
 
-    def lookup(
-        self, buf: bytes, offset: int, refs: list[Atom]
-    ) -> tuple[PayloadBuilder, int] | None:
-        """The builder for the control tuple at ``buf[offset]`` and the offset after it, or
-        None if that tuple is not remembered with these references."""
+    def lookup(self, buf: bytes, offset: int, refs: list[Atom]) -> tuple[V, int] | None:
+        """The value remembered for the bytes at ``buf[offset]`` and the offset after them,
+        or None if nothing is remembered for them with these references."""
         entries = self._entries
         for length in self._lengths:
             hit = entries.get(buf[offset:offset + length])
@@ -45,9 +49,8 @@ class ControlMemo:
                 return hit[1], offset + length
         return None
 
-    def remember(self, buf: bytes, offset: int, end: int, refs: list[Atom],
-                 build: PayloadBuilder) -> None:
-        """Remember the tuple in ``buf[offset:end]``, read with ``refs``."""
+    def remember(self, buf: bytes, offset: int, end: int, refs: list[Atom], value: V) -> None:
+        """Remember ``value`` for ``buf[offset:end]``, read with ``refs``."""
         length = end - offset
         if length not in self._lengths:
             if len(self._lengths) >= _MAX_LENGTHS:
@@ -55,8 +58,19 @@ class ControlMemo:
             self._lengths.append(length)
         if len(self._entries) >= _MAX_ENTRIES:
             self._entries.clear()
-        self._entries[buf[offset:end]] = (refs, build)
+        self._entries[buf[offset:end]] = (refs, value)
 
     def clear(self) -> None:
         self._entries.clear()
         self._lengths.clear()
+
+
+def head_end(buf: bytes, offset: int, refs: list[Atom]) -> int | None:
+    """Where the last element of the tuple at ``buf[offset]`` starts, None if it is not a
+    small tuple. The tuple was decoded already: its elements are known to be well formed."""
+    if buf[offset] != SMALL_TUPLE:
+        return None
+    pos = offset + 2
+    for _ in range(buf[offset + 1] - 1):
+        _, pos = decode_from(buf, pos, atom_cache=refs)
+    return pos

@@ -647,3 +647,33 @@ def test_payload_builder_builds_what_from_terms_builds() -> None:
     assert c.payload_builder((99, P1)) is None  # unknown operation
     with pytest.raises(RemoteProtocolError):
         c.payload_builder((22, P1))  # malformed
+
+
+def _monitor_frame(header: bytes, ref_word: int) -> bytes:
+    """MONITOR_P {19, Pid, ATOM_CACHE_REF 0, Ref}: the head repeats, the reference does not."""
+    pid = bytes((88, 82, 0)) + bytes(12)
+    ref = bytes((90, 0, 1, 82, 0)) + bytes(4) + ref_word.to_bytes(4, "big")
+    ctrl = bytes((104, 4, 97, 19)) + pid + bytes((82, 0)) + ref
+    return packet(bytes((131, 68)) + header + ctrl)
+
+
+def test_repeated_monitor_heads_follow_the_atom_cache() -> None:
+    receiver = conn(FULL)
+    define_a = build_atom_cache_header([(9, "server_a", True)])
+    reuse = build_atom_cache_header([(9, "server_a", False)])
+    define_b = build_atom_cache_header([(9, "server_b", True)])
+    stream = [(define_a, "server_a"), (reuse, "server_a"), (reuse, "server_a"),
+              (define_b, "server_b"), (reuse, "server_b"), (reuse, "server_b")]
+    for n, (header, name) in enumerate(stream):
+        (event,) = receiver.receive_data(_monitor_frame(header, n), 0.0)
+        node = Atom(name)
+        assert event == c.MonitorP(Pid(node, 0, 0, 0), node, Reference(node, 0, (n,)))
+
+
+def test_a_control_tuple_with_a_strange_operation_is_a_bad_frame() -> None:
+    receiver = conn(FULL)
+    for op in (b"\x6a", b"\x6c\x00\x00\x00\x01\x61\x13\x6a", b"\x46" + bytes(8)):  # [], [19], 0.0
+        body = bytes((131, 68, 0, 104, 2)) + op + bytes((97, 1))
+        (event,) = receiver.receive_data(packet(body), 0.0)
+        assert isinstance(event, BadFrame)
+    _assert_still_works(receiver, FULL)
