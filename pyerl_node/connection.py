@@ -82,7 +82,7 @@ from pyerl_node.dist_header import (
     read_fragment_ids,
 )
 from pyerl_node.errors import LocalProtocolError, NetTickTimeout, RemoteProtocolError
-from pyerl_node.etf import decode_from, encode, encode_into
+from pyerl_node.etf import SMALL_TUPLE, decode_from, encode, encode_into
 from pyerl_node.flags import DistFlag
 from pyerl_node.terms import Atom, Term
 
@@ -102,6 +102,7 @@ _MAX_SENT_CTRL: Final = 256
 # Control operations whose tuple repeats but for its last element, a fresh reference:
 # MONITOR_P and DEMONITOR_P, sent around every gen call.
 _HEAD_OPS: Final = frozenset({19, 20})
+_HEAD_REPEATED: Final = frozenset({MonitorP, DemonitorP})
 
 # Control messages the peer understands only with a flag (PROTOCOL.md §4.1, §6). Sending one
 # without it makes BEAM drop the connection, so it is refused here instead.
@@ -196,7 +197,7 @@ class Connection:
         # control tuples decoded before: whole (sends), or all but the last element
         self._known_ctrl: PrefixMemo[PayloadBuilder] = PrefixMemo()
         self._known_heads: PrefixMemo[tuple[Term, ...]] = PrefixMemo()
-        self._sent_ctrl: dict[Term, bytes] = {}
+        self._sent_ctrl: dict[tuple[Term, ...], bytes] = {}
         self._assembler = FragmentAssembler(
             max_bytes=max_message_size, max_sequences=max_pending_fragments
         )
@@ -432,8 +433,11 @@ class Connection:
         try:
             if self._header_mode:
                 out += _HEADER_FRAME_START
-                if type(msg) in _REPEATED:
-                    out += self._encoded_ctrl(ctrl)
+                kind = type(msg)
+                if kind in _REPEATED:
+                    self._encode_ctrl(ctrl, out, whole=True)
+                elif kind in _HEAD_REPEATED:
+                    self._encode_ctrl(ctrl, out, whole=False)
                 else:
                     encode_into(ctrl, out)
                 if payload is not NO_PAYLOAD:
@@ -457,15 +461,20 @@ class Connection:
             _LENGTH.pack_into(out, start, length)
         self._sent_since_firing = True
 
-    def _encoded_ctrl(self, ctrl: Term) -> bytes:
-        # A stream of sends repeats one control tuple (same sender, same destination).
-        encoded = self._sent_ctrl.get(ctrl)
+    def _encode_ctrl(self, ctrl: tuple[Term, ...], out: bytearray, *, whole: bool) -> None:
+        # A stream of sends repeats one control tuple (same sender, same destination); a gen
+        # call's MONITOR_P and DEMONITOR_P repeat all of theirs but the fresh reference.
+        key = ctrl if whole else ctrl[:-1]
+        encoded = self._sent_ctrl.get(key)
         if encoded is None:
-            encoded = encode(ctrl)[1:]
+            # (the tuple header counts the whole tuple, also when only its head is kept)
+            encoded = bytes((SMALL_TUPLE, len(ctrl))) + encode(key)[3:]
             if len(self._sent_ctrl) >= _MAX_SENT_CTRL:
                 self._sent_ctrl.clear()
-            self._sent_ctrl[ctrl] = encoded
-        return encoded
+            self._sent_ctrl[key] = encoded
+        out += encoded
+        if not whole:
+            encode_into(ctrl[-1], out)
 
     def _refragment(self, start: int) -> None:
         # The message was encoded as one frame at ``start``; cut it into fragment frames in

@@ -636,6 +636,26 @@ def test_repeated_sends_encode_as_the_first(mode: str) -> None:
     assert receiver.receive_data(bytes(once) * 2, 0.0) == sends * 2
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_monitors_with_a_remembered_head_encode_as_fresh_ones(mode: str) -> None:
+    refs = [Reference(Atom("a@vm"), 5, (n, 2, 3)) for n in range(4)]
+    calls: list[c.ControlMessage] = [
+        m for ref in refs for m in (c.MonitorP(P1, Atom("srv"), ref), c.MonitorP(P1, P2, ref),
+                                    c.DemonitorP(P1, Atom("srv"), ref))]
+    warm = conn(MODES[mode])
+    for msg in calls:
+        warm.send(msg)
+    stream = bytes(warm.data_to_send()[0])
+    assert conn(MODES[mode]).receive_data(stream, 0.0) == calls
+    for msg in calls:  # each from a connection that never saw its head
+        cold = conn(MODES[mode])
+        cold.send(msg)
+        chunk = bytes(cold.data_to_send()[0])
+        assert stream.startswith(chunk)
+        stream = stream[len(chunk):]
+    assert stream == b""
+
+
 def test_payload_builder_builds_what_from_terms_builds() -> None:
     ctrl = (22, P1, P2)
     build = c.payload_builder(ctrl)
