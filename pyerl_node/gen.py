@@ -138,7 +138,7 @@ async def call(
                         flush=Flush.NOW)
         if timeout is not None:
             # (a plain timer: asyncio.timeout costs as much again as the rest of the wait)
-            timer = asyncio.get_running_loop().call_later(timeout, _expire, answered)
+            timer = answered.get_loop().call_later(timeout, _expire, answered)
         answer = await answered
     except _ExpiredError:
         raise CallTimeout(f"call to {dest!r} timed out after {timeout} s") from None
