@@ -1,9 +1,9 @@
-"""Codec throughput: pyerl_node.etf against erlang-py and against the BEAM itself.
+"""Codec throughput: pyerl_node.proto.etf against erlang-py and against the BEAM itself.
 
 Run ``python -m bench.bench_codec`` (about a minute). For each workload the same ETF bytes are
 decoded and the decoded term re-encoded by
 
-* ``pyerl_node.etf`` (``encode`` / ``decode``),
+* ``pyerl_node.proto.etf`` (``encode`` / ``decode``),
 * erlang-py (``erlang.term_to_binary`` / ``erlang.binary_to_term``, on its own term objects),
 * a real ``erl`` of OTP 25 and of OTP 28 (``term_to_binary/1`` / ``binary_to_term/1``), timed
   inside the VM around ``lists:foreach`` of the BIF as an external fun, so that the loop
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from interop_tests.runtimes import find_erl
-from pyerl_node import etf
-from pyerl_node.terms import Atom, Pid, Reference, Term
+from pyerl_node.proto import etf
+from pyerl_node.proto.terms import Atom, Pid, Reference, Term
 
 ROUND_SECONDS = 0.04
 ROUNDS = 5

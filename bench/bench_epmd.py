@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from interop_tests.beam import free_port  # noqa: E402
 from interop_tests.runtimes import OTP_RELEASES, epmd_binary  # noqa: E402
-from pyerl_node.epmd_wire import (  # noqa: E402
+from pyerl_node.proto.epmd_wire import (  # noqa: E402
     Alive2Req,
     NamesReq,
     PortPlease2Req,

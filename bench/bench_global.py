@@ -34,7 +34,7 @@ from pathlib import Path
 from interop_tests.beam import LOCALHOST, BeamNode, Epmd, free_port, unique_name
 from interop_tests.runtimes import OTP_RELEASES, epmd_binary, find_erl
 from pyerl_node.node import Node
-from pyerl_node.terms import Atom
+from pyerl_node.proto.terms import Atom
 
 ERL_MODULE = r"""
 -module(pyerl_gbench).

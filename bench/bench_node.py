@@ -51,7 +51,7 @@ from interop_tests.beam import LOCALHOST, BeamNode, Epmd, unique_name
 from interop_tests.runtimes import OTP_RELEASES, epmd_binary, find_erl
 from pyerl_node.gen import From, GenServer, start_server
 from pyerl_node.node import Node
-from pyerl_node.terms import Atom, Pid, Term
+from pyerl_node.proto.terms import Atom, Pid, Term
 
 ERL_MODULE = r"""
 -module(pyerl_bench).

@@ -14,8 +14,8 @@ import signal
 import sys
 
 from epmd.server import EpmdServer
-from pyerl_node.epmd_client import default_epmd_port
-from pyerl_node.errors import EpmdError
+from pyerl_node.proto.errors import EpmdError
+from pyerl_node.runtime.epmd_client import default_epmd_port
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,7 +1,7 @@
 """The node table of the EPMD server: registrations, creations, remembered names.
 
 Pure bookkeeping, no I/O: the server (``epmd.server``) calls it with already decoded requests
-(``pyerl_node.epmd_wire``) and an integer connection id. It follows epmd_srv.c (PROTOCOL.md
+(``pyerl_node.proto.epmd_wire``) and an integer connection id. It follows epmd_srv.c (PROTOCOL.md
 section 2):
 
 * ``names()`` and ``active()`` list the most recent registration first.
@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyerl_node.epmd_wire import (
+from pyerl_node.proto.epmd_wire import (
     MAX_NAME_CHARS,
     MAX_SYM_BYTES,
     Alive2Req,

@@ -1,6 +1,6 @@
 """An asyncio EPMD server that behaves as OTP's epmd does (PROTOCOL.md section 2).
 
-One ``asyncio.Protocol`` per connection feeds a ``RequestParser`` (``pyerl_node.epmd_wire``);
+One ``asyncio.Protocol`` per connection feeds a ``RequestParser`` (``pyerl_node.proto.epmd_wire``);
 the node table is ``epmd.registry.Registry``. Behaviour taken from epmd_srv.c and checked
 against the real daemons (vectors/epmd/epmd_real_daemon_responses.json):
 
@@ -39,7 +39,7 @@ from types import TracebackType
 from typing import cast
 
 from epmd.registry import Registry
-from pyerl_node.epmd_wire import (
+from pyerl_node.proto.epmd_wire import (
     REFUSED_CREATION,
     Alive2Req,
     Alive2Resp,
@@ -62,7 +62,7 @@ from pyerl_node.epmd_wire import (
     encode_port2_resp,
     encode_stop_resp,
 )
-from pyerl_node.errors import EpmdError, RemoteProtocolError
+from pyerl_node.proto.errors import EpmdError, RemoteProtocolError
 
 log = logging.getLogger("epmd")
 

@@ -33,9 +33,9 @@ from epmd import EpmdServer, Registry
 from interop_tests.beam import LOCALHOST, BeamNode, BeamStartError, Epmd, unique_name
 from interop_tests.conftest import require_release
 from interop_tests.runtimes import OTP_RELEASES, epmd_binary, find_elixir
-from pyerl_node import epmd_client
-from pyerl_node.epmd_wire import Alive2Req, NodeType, encode_request
-from pyerl_node.errors import EpmdError, NameInUse
+from pyerl_node.proto.epmd_wire import Alive2Req, NodeType, encode_request
+from pyerl_node.proto.errors import EpmdError, NameInUse
+from pyerl_node.runtime import epmd_client
 
 T = TypeVar("T")
 WAIT = 10.0

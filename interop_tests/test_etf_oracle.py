@@ -2,13 +2,13 @@
 
 For every hypothesis-generated term, Python sends a real ``erl`` (``-noshell``, not
 distributed, talking over stdin/stdout, one hex line per term) two things: the term encoded by
-``pyerl_node.etf.encode``, and an Erlang-syntax rendering of the same term. The BEAM builds the
-term from the source with ``erl_scan``/``erl_parse``/``erl_eval`` (pids, ports and references,
-which have no syntax, by funs that assemble their external format from the fields), checks
-``binary_to_term(OurBytes) =:= Built`` and answers with ``term_to_binary(Built)``, which Python
-decodes and compares with the original term. Where our encoding is canonical (no maps, whose
-order OTP 26+ takes from its atom table; on OTP 25 also no ports, which it writes as
-NEW_PORT_EXT) the BEAM's bytes must equal ours exactly.
+``pyerl_node.proto.etf.encode``, and an Erlang-syntax rendering of the same term. The BEAM
+builds the term from the source with ``erl_scan``/``erl_parse``/``erl_eval`` (pids, ports and
+references, which have no syntax, by funs that assemble their external format from the
+fields), checks ``binary_to_term(OurBytes) =:= Built`` and answers with
+``term_to_binary(Built)``, which Python decodes and compares with the original term. Where our
+encoding is canonical (no maps, whose order OTP 26+ takes from its atom table; on OTP 25 also
+no ports, which it writes as NEW_PORT_EXT) the BEAM's bytes must equal ours exactly.
 
 Local funs (closures) cannot be written as source; they are covered by the captured vectors.
 """
@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from interop_tests.runtimes import OTP_RELEASES, find_erl
-from pyerl_node import etf
-from pyerl_node.terms import (
+from pyerl_node.proto import etf
+from pyerl_node.proto.terms import (
     Atom,
     BitBinary,
     ExactKey,

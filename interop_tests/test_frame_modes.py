@@ -13,9 +13,9 @@ import pytest
 
 from interop_tests.beam import LOCALHOST, Epmd
 from interop_tests.conftest import BeamNodeFactory
-from pyerl_node.flags import DistFlag
 from pyerl_node.node import Node
-from pyerl_node.terms import Atom
+from pyerl_node.proto.flags import DistFlag
+from pyerl_node.proto.terms import Atom
 
 HEADER_FLAGS = DistFlag.DIST_HDR_ATOM_CACHE | DistFlag.FRAGMENTS
 MODES = {

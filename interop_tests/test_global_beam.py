@@ -18,8 +18,8 @@ from interop_tests.beam import LOCALHOST, BeamNode, Epmd
 from interop_tests.conftest import BeamNodeFactory
 from pyerl_node.gen import From, GenServer, start_server
 from pyerl_node.node import Node
-from pyerl_node.process import Process
-from pyerl_node.terms import Atom, Pid, Term
+from pyerl_node.proto.terms import Atom, Pid, Term
+from pyerl_node.runtime.process import Process
 
 SYNC = "global:sync()"
 

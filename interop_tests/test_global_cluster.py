@@ -17,7 +17,7 @@ from interop_tests.beam import BeamNode, Epmd
 from interop_tests.conftest import BeamNodeFactory, require_release
 from interop_tests.test_global_beam import beam_eval, beam_whereis, pid_text, py_node, wait_for
 from pyerl_node.node import Node
-from pyerl_node.terms import Atom
+from pyerl_node.proto.terms import Atom
 
 NodeRef = BeamNode | Node
 

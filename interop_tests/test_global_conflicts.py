@@ -21,8 +21,8 @@ from interop_tests.beam import LOCALHOST, BeamNode, Epmd
 from interop_tests.conftest import BeamNodeFactory
 from interop_tests.test_global_beam import beam_eval
 from pyerl_node.node import Node
-from pyerl_node.process import Process
-from pyerl_node.terms import Atom, Export, Pid
+from pyerl_node.proto.terms import Atom, Export, Pid
+from pyerl_node.runtime.process import Process
 
 METHODS = ["random_exit_name", "random_notify_name", "notify_all_name"]
 CONFLICT = Atom("global_name_conflict")

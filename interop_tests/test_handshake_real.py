@@ -16,10 +16,10 @@ import pytest
 
 from interop_tests.beam import LOCALHOST, BeamNode, Epmd, free_port, unique_name
 from interop_tests.conftest import BeamNodeFactory
-from pyerl_node.errors import HandshakeError
-from pyerl_node.flags import DistFlag, default_flags, expand
-from pyerl_node.framing import frame
-from pyerl_node.handshake import (
+from pyerl_node.proto.errors import HandshakeError
+from pyerl_node.proto.flags import DistFlag, default_flags, expand
+from pyerl_node.proto.framing import frame
+from pyerl_node.proto.handshake import (
     AcceptorHandshake,
     Event,
     HandshakeComplete,

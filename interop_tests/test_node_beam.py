@@ -14,11 +14,11 @@ import pytest
 
 from interop_tests.beam import LOCALHOST, BeamNode, Epmd
 from interop_tests.conftest import BeamNodeFactory
-from pyerl_node.errors import NoProc
 from pyerl_node.gen import From, GenServer, start_server
 from pyerl_node.node import Node
-from pyerl_node.process import Process
-from pyerl_node.terms import Atom, Pid, Term
+from pyerl_node.proto.errors import NoProc
+from pyerl_node.proto.terms import Atom, Pid, Term
+from pyerl_node.runtime.process import Process
 
 DOWN = Atom("DOWN")
 EXIT = Atom("EXIT")

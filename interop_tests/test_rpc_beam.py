@@ -12,10 +12,10 @@ import pytest
 
 from interop_tests.beam import LOCALHOST, BeamNode, Epmd
 from interop_tests.conftest import BeamNodeFactory
-from pyerl_node.errors import RpcError
 from pyerl_node.node import Node
+from pyerl_node.proto.errors import RpcError
+from pyerl_node.proto.terms import Atom, Term
 from pyerl_node.services.rpc import Throw
-from pyerl_node.terms import Atom, Term
 
 CASTS: list[Term] = []
 

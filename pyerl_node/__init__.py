@@ -1,6 +1,6 @@
 """pyerl_node: a Python node that speaks the Erlang distribution protocol."""
 
-from pyerl_node.terms import (
+from pyerl_node.proto.terms import (
     Atom,
     BitBinary,
     ExactKey,

@@ -16,12 +16,12 @@ import secrets
 import signal
 import sys
 
-from pyerl_node import epmd_client
-from pyerl_node.errors import ErlNodeError, RpcError
-from pyerl_node.names import make_node_name, parse_node_name
 from pyerl_node.node import Node
-from pyerl_node.term_syntax import TermSyntaxError, format_term, parse
-from pyerl_node.terms import Atom, Term
+from pyerl_node.proto.errors import ErlNodeError, RpcError
+from pyerl_node.proto.names import make_node_name, parse_node_name
+from pyerl_node.proto.term_syntax import TermSyntaxError, format_term, parse
+from pyerl_node.proto.terms import Atom, Term
+from pyerl_node.runtime import epmd_client
 
 log = logging.getLogger("pyerl_node.cli")
 

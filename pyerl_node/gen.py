@@ -14,11 +14,11 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from pyerl_node.channel import Flush
-from pyerl_node.errors import CallTimeout, NodeDown, NoProc, ProcessExit
-from pyerl_node.mailbox import Mailbox
-from pyerl_node.process import DOWN, NOCONNECTION, NOPROC, Process
-from pyerl_node.terms import Atom, ImproperList, Pid, Reference, Term
+from pyerl_node.proto.errors import CallTimeout, NodeDown, NoProc, ProcessExit
+from pyerl_node.proto.terms import Atom, ImproperList, Pid, Reference, Term
+from pyerl_node.runtime.channel import Flush
+from pyerl_node.runtime.mailbox import Mailbox
+from pyerl_node.runtime.process import DOWN, NOCONNECTION, NOPROC, Process
 
 if TYPE_CHECKING:
     from pyerl_node.node import Destination, Node

@@ -1,7 +1,7 @@
 """The node: listener, EPMD registration, connection table, routing, processes and signals.
 
 This is the runtime layer of DESIGN.md. Bytes never appear here: each peer connection is a
-:class:`~pyerl_node.channel.Channel` that turns bytes into control messages, and this module
+:class:`~pyerl_node.runtime.channel.Channel` that turns bytes into control messages, and this module
 decides what each control message means for local processes (delivery, links, monitors, exit
 signals) and which control messages local actions send to peers.
 
@@ -18,10 +18,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from pyerl_node import control as c
-from pyerl_node import epmd_client, inbound
-from pyerl_node.channel import Channel, Flush, PeerWinsSimultaneousError, dial
-from pyerl_node.errors import (
+from pyerl_node.proto import control as c
+from pyerl_node.proto.errors import (
     ConnectionLost,
     EpmdError,
     ErlNodeError,
@@ -31,11 +29,14 @@ from pyerl_node.errors import (
     ProcessExit,
     RpcError,
 )
-from pyerl_node.flags import DistFlag, default_flags
-from pyerl_node.handshake import Status
-from pyerl_node.mailbox import Mailbox
-from pyerl_node.names import parse_node_name
-from pyerl_node.process import (
+from pyerl_node.proto.flags import DistFlag, default_flags
+from pyerl_node.proto.handshake import Status
+from pyerl_node.proto.names import parse_node_name
+from pyerl_node.proto.terms import Atom, Pid, Reference, Term
+from pyerl_node.runtime import epmd_client, inbound
+from pyerl_node.runtime.channel import Channel, Flush, PeerWinsSimultaneousError, dial
+from pyerl_node.runtime.mailbox import Mailbox
+from pyerl_node.runtime.process import (
     DOWN,
     KILL,
     NOCONNECTION,
@@ -48,10 +49,9 @@ from pyerl_node.process import (
     exit_action,
     python_exit_reason,
 )
-from pyerl_node.registry import Registry
+from pyerl_node.runtime.registry import Registry
 from pyerl_node.services import global_names as global_mod
 from pyerl_node.services import rpc as rpc_service
-from pyerl_node.terms import Atom, Pid, Reference, Term
 
 log = logging.getLogger("pyerl_node")
 
@@ -860,7 +860,7 @@ class Node:
     # -- inbound control messages --------------------------------------------------------------
 
     def dispatch(self, channel: Channel, msg: Any) -> None:
-        """Act on one control message from ``channel``'s peer (see :mod:`pyerl_node.inbound`)."""
+        """Act on one control message from ``channel``'s peer (runtime.inbound)."""
         inbound.dispatch(self, channel, msg)
 
     # -- global --------------------------------------------------------------------------------

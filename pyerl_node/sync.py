@@ -12,11 +12,11 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pyerl_node.mailbox import Matcher
 from pyerl_node.node import Destination
 from pyerl_node.node import Node as AsyncNode
-from pyerl_node.process import Process
-from pyerl_node.terms import Atom, Pid, Reference, Term
+from pyerl_node.proto.terms import Atom, Pid, Reference, Term
+from pyerl_node.runtime.mailbox import Matcher
+from pyerl_node.runtime.process import Process
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from pyerl_node.terms import (
+from pyerl_node.proto.terms import (
     Atom,
     BitBinary,
     ExactKey,

@@ -14,16 +14,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyerl_node import control as c
-from pyerl_node.connection import BadFrame, Connection, ConnectionState, Event
-from pyerl_node.errors import (
+from pyerl_node.proto import control as c
+from pyerl_node.proto.connection import BadFrame, Connection, ConnectionState, Event
+from pyerl_node.proto.errors import (
     EncodeError,
     LocalProtocolError,
     NetTickTimeout,
     RemoteProtocolError,
 )
-from pyerl_node.flags import DistFlag, default_flags
-from pyerl_node.terms import Atom, Pid, Reference
+from pyerl_node.proto.flags import DistFlag, default_flags
+from pyerl_node.proto.terms import Atom, Pid, Reference
 from tests.test_control import (
     OP_NAMES,
     VECTORS,

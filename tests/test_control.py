@@ -21,11 +21,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyerl_node import control as c
-from pyerl_node.connection import BadFrame, Connection
-from pyerl_node.errors import LocalProtocolError, RemoteProtocolError
-from pyerl_node.flags import DistFlag
-from pyerl_node.terms import (
+from pyerl_node.proto import control as c
+from pyerl_node.proto.connection import BadFrame, Connection
+from pyerl_node.proto.errors import LocalProtocolError, RemoteProtocolError
+from pyerl_node.proto.flags import DistFlag
+from pyerl_node.proto.terms import (
     Atom,
     BitBinary,
     Export,
@@ -38,8 +38,7 @@ from pyerl_node.terms import (
 )
 from tests.test_dist_header import build_atom_cache_header
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-VECTORS = SHARED / "vectors"
+VECTORS = Path(__file__).resolve().parent / "vectors"
 
 HEADER_FLAGS = DistFlag.DIST_HDR_ATOM_CACHE | DistFlag.FRAGMENTS
 ALL_CLASSES: tuple[type, ...] = typing.get_args(c.ControlMessage)

@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyerl_node.dist_header import (
+from pyerl_node.proto.dist_header import (
     ATOM_CACHE_SIZE,
     AtomCache,
     FragmentAssembler,
     fragment_headers,
     read_fragment_ids,
 )
-from pyerl_node.errors import RemoteProtocolError
-from pyerl_node.terms import Atom
+from pyerl_node.proto.errors import RemoteProtocolError
+from pyerl_node.proto.terms import Atom
 
 
 def build_atom_cache_header(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from epmd.registry import MAX_UNREG_COUNT, Registry
-from pyerl_node.epmd_wire import Alive2Req, DumpEntry
+from pyerl_node.proto.epmd_wire import Alive2Req, DumpEntry
 
 
 class Clock:

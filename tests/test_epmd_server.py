@@ -17,20 +17,20 @@ import pytest
 
 from epmd import EpmdServer
 from epmd.server import _is_local_peer
-from pyerl_node import epmd_client
-from pyerl_node.epmd_wire import (
+from pyerl_node.proto.epmd_wire import (
     Alive2Req,
     NodeType,
     PortPlease2Req,
     encode_request,
     parse_alive2_resp,
 )
-from pyerl_node.errors import (
+from pyerl_node.proto.errors import (
     EpmdError,
     LocalProtocolError,
     NameInUse,
     NodeNotFound,
 )
+from pyerl_node.runtime import epmd_client
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT = 5.0  # bound for every wait in this file

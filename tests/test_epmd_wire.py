@@ -1,4 +1,4 @@
-"""pyerl_node.epmd_wire against bytes captured from the real epmd daemons and BEAM nodes,
+"""pyerl_node.proto.epmd_wire against bytes captured from the real epmd daemons and BEAM nodes,
 plus round trips and hostile input (PROTOCOL.md section 2)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyerl_node.epmd_wire import (
+from pyerl_node.proto.epmd_wire import (
     MAX_REQUEST_BODY,
     Alive2Req,
     Alive2Resp,
@@ -46,10 +46,9 @@ from pyerl_node.epmd_wire import (
     parse_alive2_resp,
     parse_port2_resp,
 )
-from pyerl_node.errors import LocalProtocolError, RemoteProtocolError
+from pyerl_node.proto.errors import LocalProtocolError, RemoteProtocolError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-VECTORS = SHARED / "vectors"
+VECTORS = Path(__file__).resolve().parent / "vectors"
 DAEMON = json.loads((VECTORS / "epmd" / "epmd_real_daemon_responses.json").read_text())["results"]
 DAEMON_RUNS = sorted(DAEMON)  # otp25, otp25 -relaxed_command_check, otp28, ...
 

@@ -7,9 +7,9 @@ from collections import namedtuple
 
 import pytest
 
-from pyerl_node import etf
-from pyerl_node.errors import EncodeError
-from pyerl_node.terms import (
+from pyerl_node.proto import etf
+from pyerl_node.proto.errors import EncodeError
+from pyerl_node.proto.terms import (
     Atom,
     BitBinary,
     Export,

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from pyerl_node import etf
-from pyerl_node.errors import DecodeError
-from pyerl_node.terms import Atom, BitBinary, ImproperList, Pid, Port, Reference
+from pyerl_node.proto import etf
+from pyerl_node.proto.errors import DecodeError
+from pyerl_node.proto.terms import Atom, BitBinary, ImproperList, Pid, Port, Reference
 
 DEEP = 10**6
 

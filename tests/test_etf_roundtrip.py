@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pyerl_node import etf
-from pyerl_node.errors import DecodeError
-from pyerl_node.terms import Atom, ExactKey, FrozenList, FrozenMap, ImproperList, Term, freeze
+from pyerl_node.proto import etf
+from pyerl_node.proto.errors import DecodeError
+from pyerl_node.proto.terms import Atom, ExactKey, FrozenList, FrozenMap, ImproperList, Term, freeze
 from tests import strategies as ts
 
 SETTINGS = settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow],

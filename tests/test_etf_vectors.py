@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from pyerl_node import etf
-from pyerl_node.errors import DecodeError
-from pyerl_node.terms import Atom, Export
+from pyerl_node.proto import etf
+from pyerl_node.proto.errors import DecodeError
+from pyerl_node.proto.terms import Atom, Export
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "etf"
+VECTORS = Path(__file__).resolve().parent / "vectors" / "etf"
 RELEASES = ("25", "28")
 
 

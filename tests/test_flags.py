@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyerl_node.flags import (
+from pyerl_node.proto.flags import (
     MANDATORY_25,
     MANDATORY_26,
     MANDATORY_27,
@@ -23,8 +23,7 @@ from pyerl_node.flags import (
     missing,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-HANDSHAKES = sorted((SHARED / "vectors" / "handshake").glob("*.json"))
+HANDSHAKES = sorted((Path(__file__).resolve().parent / "vectors" / "handshake").glob("*.json"))
 
 F = DistFlag
 OTP25_ANNOUNCED = 0xD07DF7FBD

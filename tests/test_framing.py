@@ -10,10 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyerl_node.errors import LocalProtocolError, RemoteProtocolError
-from pyerl_node.framing import PacketReader, frame
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from pyerl_node.proto.errors import LocalProtocolError, RemoteProtocolError
+from pyerl_node.proto.framing import PacketReader, frame
 
 
 def test_frame() -> None:
@@ -72,7 +70,8 @@ def test_bad_length_bytes() -> None:
 
 def test_captured_streams_split_back_into_their_frames() -> None:
     # A real connection's first packets after the handshake, in 4-byte framing.
-    capture = json.loads((SHARED / "vectors/handshake/otp25_to_otp25.json").read_text())
+    path = Path(__file__).resolve().parent / "vectors/handshake/otp25_to_otp25.json"
+    capture = json.loads(path.read_text())
     frames = [bytes.fromhex(f["hex"]) for f in capture["first_frames_after_handshake"]
               if f["from"] == "acceptor"]
     reader = PacketReader(4)

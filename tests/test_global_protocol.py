@@ -17,9 +17,9 @@ import pytest
 
 from pyerl_node.gen import GEN_CALL, GEN_CAST
 from pyerl_node.node import Node
-from pyerl_node.process import Process
+from pyerl_node.proto.terms import Atom, Pid, Term
+from pyerl_node.runtime.process import Process
 from pyerl_node.services.global_calls import GNS, locker_lock_id, multi_call
-from pyerl_node.terms import Atom, Pid, Term
 from tests.test_global_python import Cluster
 
 INIT_CONNECT = Atom("init_connect")

@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from pyerl_node.errors import LocalProtocolError, NoProc
 from pyerl_node.gen import GEN_CALL
 from pyerl_node.node import Node
-from pyerl_node.process import Process
+from pyerl_node.proto.errors import LocalProtocolError, NoProc
+from pyerl_node.proto.terms import Atom, Export, Term
+from pyerl_node.runtime.process import Process
 from pyerl_node.services.global_calls import GNS, multi_call
 from pyerl_node.services.global_names import GlobalNameServer
-from pyerl_node.terms import Atom, Export, Term
 from tests.conftest import free_port
 
 CONFLICT = Atom("global_name_conflict")

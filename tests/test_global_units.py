@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pyerl_node.proto.terms import Atom, Pid, Reference, Term
 from pyerl_node.services.global_calls import locker_lock_id, pid_order, the_boss
 from pyerl_node.services.global_resolve import (
     BADRPC,
@@ -20,9 +21,8 @@ from pyerl_node.services.global_resolve import (
     exchange_names,
 )
 from pyerl_node.services.global_tables import Tables
-from pyerl_node.terms import Atom, Pid, Reference, Term
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+VECTORS = Path(__file__).resolve().parent / "vectors"
 _PID = re.compile(r"#Pid<(.+)\.(\d+)\.(\d+)\.(\d+)>")
 _LOCK = re.compile(r"\{set_lock,\{global,\[(#Pid<[^>]*>),(#Pid<[^>]*>)\]\}\}")
 

@@ -11,15 +11,15 @@ from collections.abc import Callable
 
 import pytest
 
-from pyerl_node.errors import (
+from pyerl_node.proto.errors import (
     AuthenticationError,
     HandshakeError,
     LocalProtocolError,
     MissingFlags,
 )
-from pyerl_node.flags import MANDATORY_25, REQUIRED, DistFlag, default_flags
-from pyerl_node.framing import frame
-from pyerl_node.handshake import (
+from pyerl_node.proto.flags import MANDATORY_25, REQUIRED, DistFlag, default_flags
+from pyerl_node.proto.framing import frame
+from pyerl_node.proto.handshake import (
     AcceptorHandshake,
     Challenge,
     ChallengeAck,

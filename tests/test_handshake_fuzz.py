@@ -9,10 +9,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyerl_node.errors import HandshakeError, LocalProtocolError
-from pyerl_node.flags import MANDATORY_25, DistFlag, default_flags
-from pyerl_node.framing import frame
-from pyerl_node.handshake import (
+from pyerl_node.proto.errors import HandshakeError, LocalProtocolError
+from pyerl_node.proto.flags import MANDATORY_25, DistFlag, default_flags
+from pyerl_node.proto.framing import frame
+from pyerl_node.proto.handshake import (
     AcceptorHandshake,
     InitiatorHandshake,
     NameReceived,
@@ -20,7 +20,7 @@ from pyerl_node.handshake import (
     Status,
 )
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "handshake"
+VECTORS = Path(__file__).resolve().parent / "vectors" / "handshake"
 CAPTURES = [json.loads(p.read_text()) for p in sorted(VECTORS.glob("*.json"))]
 
 

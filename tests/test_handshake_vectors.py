@@ -1,4 +1,4 @@
-"""Real handshakes captured from OTP 25/28 (../shared/vectors/handshake) replayed through our
+"""Real handshakes captured from OTP 25/28 (tests/vectors/handshake) replayed through our
 machines: every frame decodes and re-encodes to its bytes; our acceptor, fed a capture's
 initiator frames with the captured challenge as its challenge source, answers exactly the
 bytes the real acceptor sent; our initiator does the same for the initiator's side."""
@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from pyerl_node.errors import AuthenticationError, MissingFlags
-from pyerl_node.flags import MANDATORY_25, MANDATORY_28, DistFlag
-from pyerl_node.framing import PacketReader
-from pyerl_node.handshake import (
+from pyerl_node.proto.errors import AuthenticationError, MissingFlags
+from pyerl_node.proto.flags import MANDATORY_25, MANDATORY_28, DistFlag
+from pyerl_node.proto.framing import PacketReader
+from pyerl_node.proto.handshake import (
     AcceptorHandshake,
     Challenge,
     ChallengeAck,
@@ -34,7 +34,7 @@ from pyerl_node.handshake import (
     gen_digest,
 )
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "handshake"
+VECTORS = Path(__file__).resolve().parent / "vectors" / "handshake"
 CAPTURES = {p.stem: json.loads(p.read_text()) for p in sorted(VECTORS.glob("*.json"))}
 COOKIE = "capcookie"
 

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from pyerl_node.errors import CallTimeout, ProcessExit
-from pyerl_node.mailbox import Mailbox
-from pyerl_node.terms import Atom
+from pyerl_node.proto.errors import CallTimeout, ProcessExit
+from pyerl_node.proto.terms import Atom
+from pyerl_node.runtime.mailbox import Mailbox
 
 
 async def test_receive_takes_in_arrival_order() -> None:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyerl_node.errors import LocalProtocolError
-from pyerl_node.names import NodeName, NodeNameError, make_node_name, parse_node_name
+from pyerl_node.proto.errors import LocalProtocolError
+from pyerl_node.proto.names import NodeName, NodeNameError, make_node_name, parse_node_name
 
 
 def test_parse() -> None:

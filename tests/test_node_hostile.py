@@ -8,13 +8,13 @@ import struct
 
 import pytest
 
-from pyerl_node import control as c
-from pyerl_node.connection import Connection
-from pyerl_node.etf import encode
-from pyerl_node.flags import DistFlag, default_flags
-from pyerl_node.handshake import HandshakeComplete, InitiatorHandshake
 from pyerl_node.node import Node
-from pyerl_node.terms import Atom, Pid
+from pyerl_node.proto import control as c
+from pyerl_node.proto.connection import Connection
+from pyerl_node.proto.etf import encode
+from pyerl_node.proto.flags import DistFlag, default_flags
+from pyerl_node.proto.handshake import HandshakeComplete, InitiatorHandshake
+from pyerl_node.proto.terms import Atom, Pid
 
 
 async def _raw_peer(

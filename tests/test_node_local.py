@@ -12,12 +12,12 @@ import secrets
 import pytest
 
 from pyerl_node import gen
-from pyerl_node.channel import Flush
-from pyerl_node.errors import CallTimeout, NodeDown, NoProc, ProcessExit
 from pyerl_node.gen import From, GenServer, start_server
 from pyerl_node.node import Node
-from pyerl_node.process import Process
-from pyerl_node.terms import Atom, Pid, Term
+from pyerl_node.proto.errors import CallTimeout, NodeDown, NoProc, ProcessExit
+from pyerl_node.proto.terms import Atom, Pid, Term
+from pyerl_node.runtime.channel import Flush
+from pyerl_node.runtime.process import Process
 
 EXIT = Atom("EXIT")
 DOWN = Atom("DOWN")

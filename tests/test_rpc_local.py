@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from pyerl_node.errors import ProcessExit, RpcError
 from pyerl_node.node import Node
+from pyerl_node.proto.errors import ProcessExit, RpcError
+from pyerl_node.proto.term_syntax import format_term, parse
+from pyerl_node.proto.terms import Atom, ImproperList, Term
 from pyerl_node.services.rpc import ErlangError, Exposed, Throw
-from pyerl_node.term_syntax import format_term, parse
-from pyerl_node.terms import Atom, ImproperList, Term
 
 
 async def slow(seconds: float) -> Atom:

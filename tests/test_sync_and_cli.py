@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from pyerl_node.proto.terms import Atom
 from pyerl_node.sync import Node
-from pyerl_node.terms import Atom
 from tests.conftest import free_port
 
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from pyerl_node.workers import Workers
+from pyerl_node.runtime.workers import Workers
 
 
 async def test_results_and_exceptions_come_back() -> None:

@@ -19,10 +19,10 @@ import asyncio
 import random
 from typing import TYPE_CHECKING
 
-from pyerl_node.errors import CallTimeout, ErlNodeError
 from pyerl_node.gen import GEN_CALL
-from pyerl_node.process import DOWN, Process
-from pyerl_node.terms import Atom, Pid, Reference, Term
+from pyerl_node.proto.errors import CallTimeout, ErlNodeError
+from pyerl_node.proto.terms import Atom, Pid, Reference, Term
+from pyerl_node.runtime.process import DOWN, Process
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -29,9 +29,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pyerl_node.errors import CallTimeout, ErlNodeError
 from pyerl_node.gen import GEN_CAST
-from pyerl_node.process import Process
+from pyerl_node.proto.errors import CallTimeout, ErlNodeError
+from pyerl_node.proto.terms import Atom, Pid, Term
+from pyerl_node.runtime.process import Process
 from pyerl_node.services.global_calls import (
     GNS,
     del_lock,
@@ -40,7 +41,6 @@ from pyerl_node.services.global_calls import (
     set_lock_on_nodes,
     the_boss,
 )
-from pyerl_node.terms import Atom, Pid, Term
 
 if TYPE_CHECKING:
     from pyerl_node.services.global_names import GlobalNameServer

@@ -36,9 +36,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pyerl_node.errors import ErlNodeError
 from pyerl_node.gen import GEN_CALL, GEN_CAST, NOREPLY, reply
-from pyerl_node.process import DOWN, KILL, Process
+from pyerl_node.proto.errors import ErlNodeError
+from pyerl_node.proto.terms import Atom, Pid, Reference, Term, freeze
+from pyerl_node.runtime.process import DOWN, KILL, Process
 from pyerl_node.services.global_calls import DEL_LOCK, GLOBAL, GNS, SET_LOCK
 from pyerl_node.services.global_locker import (
     ADD_TO_KNOWN,
@@ -59,7 +60,6 @@ from pyerl_node.services.global_resolve import (
     remote_resolver,
 )
 from pyerl_node.services.global_tables import LOCK_KEY, Tables, is_lock_id
-from pyerl_node.terms import Atom, Pid, Reference, Term, freeze
 
 if TYPE_CHECKING:
     from pyerl_node.node import Node

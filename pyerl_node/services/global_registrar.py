@@ -19,8 +19,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from pyerl_node.errors import LocalProtocolError, NoProc
-from pyerl_node.process import Process
+from pyerl_node.proto.errors import LocalProtocolError, NoProc
+from pyerl_node.proto.terms import Atom, Pid, Term, freeze
+from pyerl_node.runtime.process import Process
 from pyerl_node.services.global_calls import (
     DEL_LOCK,
     GLOBAL,
@@ -32,7 +33,6 @@ from pyerl_node.services.global_calls import (
 )
 from pyerl_node.services.global_resolve import METHODS, RANDOM_EXIT
 from pyerl_node.services.global_tables import is_lock_id
-from pyerl_node.terms import Atom, Pid, Term, freeze
 
 if TYPE_CHECKING:
     from pyerl_node.services.global_names import GlobalNameServer

@@ -19,10 +19,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from pyerl_node.errors import RpcError
-from pyerl_node.process import KILL
+from pyerl_node.proto.errors import RpcError
+from pyerl_node.proto.terms import Atom, Export, Fun, Pid, Term
+from pyerl_node.runtime.process import KILL
 from pyerl_node.services import rpc as rpc_service
-from pyerl_node.terms import Atom, Export, Fun, Pid, Term
 
 if TYPE_CHECKING:
     from pyerl_node.node import Node

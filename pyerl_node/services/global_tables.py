@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pyerl_node.terms import Atom, Pid, Reference, Term, freeze
+from pyerl_node.proto.terms import Atom, Pid, Reference, Term, freeze
 
 GLOBAL = Atom("global")
 LOCK_KEY = Atom("lock")

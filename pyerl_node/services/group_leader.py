@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from pyerl_node.gen import GenServer
-from pyerl_node.terms import Atom, Pid, Term
+from pyerl_node.proto.terms import Atom, Pid, Term
 
 log = logging.getLogger("pyerl_node.io")
 

@@ -7,7 +7,7 @@ A BEAM node that gets no answer (or a ``noproc``) pings ``pang`` and disconnects
 from __future__ import annotations
 
 from pyerl_node.gen import From, GenServer
-from pyerl_node.terms import Atom, Term
+from pyerl_node.proto.terms import Atom, Term
 
 IS_AUTH = Atom("is_auth")
 YES = Atom("yes")

@@ -13,8 +13,8 @@ import asyncio
 from typing import Any
 
 from pyerl_node.gen import NOREPLY, From, GenServer
+from pyerl_node.proto.terms import Atom, Pid, Term
 from pyerl_node.services.rpc import apply, rpc_result
-from pyerl_node.terms import Atom, Pid, Term
 
 FEATURES_REQUEST = Atom("features_request")
 FEATURES_REPLY = Atom("features_reply")

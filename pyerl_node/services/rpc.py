@@ -26,16 +26,16 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, overload
 
-from pyerl_node import control as c
-from pyerl_node import etf
-from pyerl_node.errors import CallTimeout, EncodeError, ProcessExit, RpcError
-from pyerl_node.process import DOWN, NORMAL, MonitorEntry, Process, python_exit_reason
-from pyerl_node.terms import Atom, Pid, Reference, Term
-from pyerl_node.workers import Workers
+from pyerl_node.proto import control as c
+from pyerl_node.proto import etf
+from pyerl_node.proto.errors import CallTimeout, EncodeError, ProcessExit, RpcError
+from pyerl_node.proto.terms import Atom, Pid, Reference, Term
+from pyerl_node.runtime.process import DOWN, NORMAL, MonitorEntry, Process, python_exit_reason
+from pyerl_node.runtime.workers import Workers
 
 if TYPE_CHECKING:
-    from pyerl_node.channel import Channel
     from pyerl_node.node import Node
+    from pyerl_node.runtime.channel import Channel
 
 ERPC = Atom("erpc")
 EXECUTE_CALL = Atom("execute_call")

@@ -1,0 +1,569 @@
+"""A connected distribution channel after the handshake, sans-I/O (PROTOCOL.md §5, §6, §7).
+
+Bytes in, events out; messages in, bytes out; the clock is an argument:
+
+* :meth:`Connection.receive_data` takes bytes as they arrive and returns the control
+  messages of every whole packet (4-byte length prefix; a zero-length packet is a tick).
+  A packet that cannot be decoded becomes a :class:`BadFrame` event and the connection goes
+  on; only a broken stream (a length beyond ``max_message_size``) raises.
+* :meth:`Connection.send` encodes a control message into the outbound buffer;
+  :meth:`Connection.data_to_send` hands out everything queued as one chunk, so the runtime
+  writes any number of messages with one call.
+* :meth:`Connection.get_timer` / :meth:`Connection.handle_timer` drive ticks and the
+  net_ticktime check.
+
+The frame format is fixed by the negotiated flags (§5.1): with DIST_HDR_ATOM_CACHE or
+FRAGMENTS every packet starts with a distribution header (131, 68/69/70, see
+:mod:`pyerl_node.proto.dist_header`), otherwise with the pass-through byte 112 followed by two
+complete external terms. A packet in the other format is a :class:`BadFrame` (BEAM drops the
+connection for it: "Got message from incompatible erlang").
+
+Ticks follow BEAM's ticker (§7): it fires every ``net_ticktime / tick_intensity`` seconds.
+A firing queues a tick if nothing was sent since the previous one, and fails the connection
+with :class:`NetTickTimeout` if nothing at all was received for ``net_ticktime`` (so the
+peer is dropped between ``net_ticktime`` and one period later).
+
+Receiving does not copy packets. When a read holds whole packets they are decoded in
+place, by offset, from the ``bytes`` the runtime handed in. The start of a packet that is not
+complete yet is kept as a list of the reads it arrived in, which are joined once, when enough
+bytes for it have arrived: a big message arriving in many small reads costs linear time and
+one copy. Sending encodes straight into the outbound ``bytearray`` behind a placeholder length
+prefix that is filled in afterwards; a big message is cut into fragments in place.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final, TypeAlias
+
+from pyerl_node.proto.control import (
+    NO_PAYLOAD,
+    AliasSend,
+    AliasSendTt,
+    AltactSigSend,
+    ControlMessage,
+    DemonitorP,
+    MonitorP,
+    MonitorPExit,
+    PayloadBuilder,
+    PayloadExit,
+    PayloadExit2,
+    PayloadExit2Tt,
+    PayloadExitTt,
+    PayloadMonitorPExit,
+    RegSend,
+    Send,
+    SendSender,
+    SendSenderTt,
+    SpawnReply,
+    SpawnReplyTt,
+    SpawnRequest,
+    SpawnRequestTt,
+    UnknownControl,
+    UnlinkId,
+    UnlinkIdAck,
+    from_terms,
+    payload_builder,
+    to_terms,
+)
+from pyerl_node.proto.control_memo import PrefixMemo, head_end
+from pyerl_node.proto.dist_header import (
+    DIST_FRAG_CONT,
+    DIST_FRAG_HEADER,
+    DIST_HEADER,
+    NORMAL_HEADER,
+    VERSION,
+    AtomCache,
+    Buffer,
+    FragmentAssembler,
+    fragment_headers,
+    read_fragment_ids,
+)
+from pyerl_node.proto.errors import LocalProtocolError, NetTickTimeout, RemoteProtocolError
+from pyerl_node.proto.etf import SMALL_TUPLE, decode_from, encode, encode_into
+from pyerl_node.proto.flags import DistFlag
+from pyerl_node.proto.terms import Atom, Term
+
+PASS_THROUGH: Final = 112
+
+_LENGTH = struct.Struct(">I")
+_MAX_LENGTH = 0xFFFFFFFF
+_TICK: Final = b"\x00\x00\x00\x00"
+# A frame's start: the placeholder length, then the header.
+_HEADER_FRAME_START: Final = _TICK + NORMAL_HEADER
+_PASS_THROUGH_FRAME_START: Final = _TICK + bytes((PASS_THROUGH, VERSION))
+_NORMAL_HEADER_SIZE = len(NORMAL_HEADER)
+# Sends whose control tuple (pids and atoms) is remembered encoded. Not ALIAS_SEND: its
+# alias is usually the one-off reply address of a gen call.
+_REPEATED: Final = frozenset({Send, SendSender, RegSend})
+_MAX_SENT_CTRL: Final = 256
+# Control operations whose tuple repeats but for its last element, a fresh reference:
+# MONITOR_P and DEMONITOR_P, sent around every gen call.
+_HEAD_OPS: Final = frozenset({19, 20})
+_HEAD_REPEATED: Final = frozenset({MonitorP, DemonitorP})
+
+# Control messages the peer understands only with a flag (PROTOCOL.md §4.1, §6). Sending one
+# without it makes BEAM drop the connection, so it is refused here instead.
+_REQUIRED_FLAG: Final[dict[type, DistFlag]] = {
+    SendSender: DistFlag.SEND_SENDER,
+    SendSenderTt: DistFlag.SEND_SENDER,
+    PayloadExit: DistFlag.EXIT_PAYLOAD,
+    PayloadExitTt: DistFlag.EXIT_PAYLOAD,
+    PayloadExit2: DistFlag.EXIT_PAYLOAD,
+    PayloadExit2Tt: DistFlag.EXIT_PAYLOAD,
+    PayloadMonitorPExit: DistFlag.EXIT_PAYLOAD,
+    MonitorP: DistFlag.DIST_MONITOR,
+    DemonitorP: DistFlag.DIST_MONITOR,
+    MonitorPExit: DistFlag.DIST_MONITOR,
+    SpawnRequest: DistFlag.SPAWN,
+    SpawnRequestTt: DistFlag.SPAWN,
+    SpawnReply: DistFlag.SPAWN,
+    SpawnReplyTt: DistFlag.SPAWN,
+    AliasSend: DistFlag.ALIAS,
+    AliasSendTt: DistFlag.ALIAS,
+    UnlinkId: DistFlag.UNLINK_ID,
+    UnlinkIdAck: DistFlag.UNLINK_ID,
+    AltactSigSend: DistFlag.ALTACT_SIG,
+}
+
+
+class ConnectionState(Enum):
+    """OPEN until a fatal error (broken stream, net_ticktime expiry); FAILED after it."""
+
+    OPEN = "open"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class BadFrame:
+    """One packet that could not be decoded; the connection goes on without it."""
+
+    error: RemoteProtocolError
+    raw: bytes  # the packet, without its length prefix
+
+
+Event: TypeAlias = ControlMessage | UnknownControl | BadFrame
+
+
+class Connection:
+    """The state machine of one connected channel (see the module docstring).
+
+    ``flags`` are the negotiated (AND-ed) flags; ``now`` is the current time on the clock
+    later passed to :meth:`receive_data` and :meth:`handle_timer`. ``fragment_size`` bounds
+    the bytes of one outbound fragment. ``max_message_size`` bounds an inbound packet and
+    the bytes held for incomplete fragmented messages (all together);
+    ``max_pending_fragments`` bounds how many of those may be open at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        local_node: str,
+        peer_node: str,
+        flags: DistFlag,
+        now: float,
+        net_ticktime: float = 60.0,
+        tick_intensity: int = 4,
+        fragment_size: int = 64 * 1024,
+        max_message_size: int = 1 << 30,
+        max_pending_fragments: int = 256,
+    ) -> None:
+        if net_ticktime <= 0 or tick_intensity < 1:
+            raise LocalProtocolError(
+                f"need net_ticktime > 0 and tick_intensity >= 1, got {net_ticktime!r} "
+                f"and {tick_intensity!r}"
+            )
+        if fragment_size < 1 or max_message_size < 1 or max_pending_fragments < 1:
+            raise LocalProtocolError("fragment and message size limits must be positive")
+        self.local_node = local_node
+        self.peer_node = peer_node
+        self.flags = flags
+        self._flag_bits = int(flags)
+        self.state = ConnectionState.OPEN
+        self._header_mode = bool(flags & (DistFlag.DIST_HDR_ATOM_CACHE | DistFlag.FRAGMENTS))
+        self._fragments = bool(flags & DistFlag.FRAGMENTS)
+        self._fragment_size = fragment_size
+        self._max_packet = max_message_size
+        self._net_ticktime = net_ticktime
+        self._tick_period = net_ticktime / tick_intensity
+        # Inbound: the received bytes of an incomplete packet (and how many bytes they must
+        # reach before it can be complete: its whole length, or 4 while that is unknown).
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._needed = 0
+        self._atom_cache = AtomCache()
+        # control tuples decoded before: whole (sends), or all but the last element
+        self._known_ctrl: PrefixMemo[PayloadBuilder] = PrefixMemo()
+        self._known_heads: PrefixMemo[tuple[Term, ...]] = PrefixMemo()
+        self._sent_ctrl: dict[tuple[Term, ...], bytes] = {}
+        self._assembler = FragmentAssembler(
+            max_bytes=max_message_size, max_sequences=max_pending_fragments
+        )
+        self._last_received = now
+        # Outbound
+        self._out = bytearray()
+        self._sent_since_firing = False
+        self._next_seq_id = 1
+        self._next_firing = now + self._tick_period
+
+    @property
+    def header_mode(self) -> bool:
+        """True if packets carry distribution headers (131, 68...), False for pass-through."""
+        return self._header_mode
+
+    @property
+    def pending_fragment_bytes(self) -> int:
+        """Bytes held for fragmented messages not yet complete."""
+        return self._assembler.pending_bytes
+
+    def _check_open(self, action: str) -> None:
+        if self.state is not ConnectionState.OPEN:
+            raise LocalProtocolError(f"cannot {action}: the connection to {self.peer_node} failed")
+
+    def _fail(self, error: RemoteProtocolError) -> RemoteProtocolError:
+        self.state = ConnectionState.FAILED
+        self._pending = []
+        return error
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    def receive_data(self, data: Buffer, now: float) -> list[Event]:
+        """Feed received bytes; return an event per whole non-tick packet, in order.
+
+        Raises RemoteProtocolError (and the connection fails) if a packet announces a length
+        above ``max_message_size``.
+        """
+        self._check_open("receive data")
+        if not data:
+            return []
+        self._last_received = now
+        chunk = data if type(data) is bytes else bytes(data)
+        events: list[Event] = []
+        pos = 0
+        if self._pending:
+            pos = self._complete_pending(chunk, events)
+            if pos < 0:
+                return events
+        pos = self._packets(chunk, pos, events)
+        if pos < len(chunk):
+            # The start of a packet stays behind; only bytes of this read are copied.
+            tail = chunk[pos:] if pos else chunk
+            self._pending = [tail]
+            self._pending_size = len(tail)
+            self._needed = 4 + _LENGTH.unpack_from(tail)[0] if len(tail) >= 4 else 4
+        return events
+
+    def _complete_pending(self, chunk: bytes, events: list[Event]) -> int:
+        """Finish the packet whose start was kept, with the bytes of ``chunk`` it lacks.
+
+        Returns the offset in ``chunk`` after them, or -1 if ``chunk`` did not complete it
+        (it is kept too then). Only that packet's bytes are joined, not the whole read.
+        """
+        pos = 0
+        while True:
+            missing = self._needed - self._pending_size
+            if len(chunk) - pos < missing:
+                self._pending.append(chunk[pos:] if pos else chunk)
+                self._pending_size += len(chunk) - pos
+                return -1
+            self._pending.append(chunk[pos:pos + missing])
+            pos += missing
+            head = b"".join(self._pending)
+            if self._needed == 4:  # the length was incomplete: now the packet's size is known
+                (length,) = _LENGTH.unpack_from(head)
+                if length > self._max_packet:
+                    self._check_length(length)
+                self._pending, self._pending_size, self._needed = [head], 4, 4 + length
+                if length:
+                    continue
+            self._pending, self._pending_size = [], 0
+            self._packets(head, 0, events)
+            return pos
+
+    def _check_length(self, length: int) -> None:
+        if length > self._max_packet:
+            raise self._fail(RemoteProtocolError(
+                f"{self.peer_node} announced a {length}-byte packet; the limit is "
+                f"{self._max_packet}"
+            ))
+
+    def _packets(self, source: bytes, pos: int, events: list[Event]) -> int:
+        """Decode every whole packet in ``source`` from ``pos``; return the offset after the
+        last one."""
+        total = len(source)
+        decode = self._header_packet if self._header_mode else self._pass_through_packet
+        unpack = _LENGTH.unpack_from
+        limit = self._max_packet
+        while total - pos >= 4:
+            (length,) = unpack(source, pos)
+            if length == 0:  # a tick
+                pos += 4
+                continue
+            if length > limit:
+                self._check_length(length)
+            end = pos + 4 + length
+            if end > total:
+                break
+            try:
+                event = decode(source, pos + 4, end, events)
+            except RemoteProtocolError as exc:
+                # The traceback would keep ``source`` (maybe large) alive with the event.
+                event = BadFrame(exc.with_traceback(None), source[pos + 4:end])
+            if event is not None:
+                events.append(event)
+            pos = end
+        return pos
+
+    # Packets are decoded in place: ``buf[start:end]`` is the packet, ``buf`` may hold more.
+    # A term that runs past ``end`` is caught by the offset checks.
+
+    def _pass_through_packet(
+        self, buf: bytes, start: int, end: int, events: list[Event]
+    ) -> Event | None:
+        if end - start < 2 or buf[start] != PASS_THROUGH or buf[start + 1] != VERSION:
+            raise _format_error("a pass-through packet (112, 131, ...)", buf[start:end], VERSION)
+        ctrl, offset = decode_from(buf, start + 2)
+        payload: Term = NO_PAYLOAD
+        if offset < end:
+            if buf[offset] != VERSION:
+                raise RemoteProtocolError(
+                    f"expected 131 before the payload at offset {offset - start}, "
+                    f"got {buf[offset]}"
+                )
+            payload, offset = decode_from(buf, offset + 1)
+        if offset != end:
+            raise _end_error(offset, end)
+        return from_terms(ctrl, payload)
+
+    def _header_packet(
+        self, buf: bytes, start: int, end: int, events: list[Event]
+    ) -> Event | None:
+        if end - start < 3 or buf[start] != VERSION:
+            raise _format_error(
+                "a distribution header (131, 68/69/70)", buf[start:end], PASS_THROUGH
+            )
+        kind = buf[start + 1]
+        if kind == DIST_HEADER:
+            refs, offset = self._atom_cache.read_header(buf, start + 2, end)
+            return self._decode_message(buf, offset, end, refs)
+        if kind == DIST_FRAG_HEADER:
+            seq_id, frag_id, offset = read_fragment_ids(buf, start + 2, end)
+            refs, offset = self._atom_cache.read_header(buf, offset, end)
+            if self._assembler.discard(seq_id):
+                # A new header always starts a new message (§5.4): the old one is lost.
+                error = RemoteProtocolError(
+                    f"fragment sequence {seq_id} restarted before its last fragment"
+                )
+                events.append(BadFrame(error, buf[start:end]))
+            if frag_id == 1:
+                return self._decode_message(buf, offset, end, refs)
+            self._assembler.first(seq_id, frag_id, refs, _piece(buf, offset, end))
+            return None
+        if kind == DIST_FRAG_CONT:
+            seq_id, frag_id, offset = read_fragment_ids(buf, start + 2, end)
+            complete = self._assembler.add(seq_id, frag_id, _piece(buf, offset, end))
+            if complete is None:
+                return None
+            data, refs = complete
+            return self._decode_message(data, 0, len(data), refs)
+        raise RemoteProtocolError(f"unknown distribution header type {kind} after 131")
+
+    def _decode_message(
+        self, buf: bytes, offset: int, end: int, refs: list[Atom]
+    ) -> ControlMessage | UnknownControl:
+        # Control message and payload follow the header without their 131 bytes.
+        if offset >= end:
+            raise RemoteProtocolError(
+                "the distribution header is not followed by a control message"
+            )
+        known = self._known_ctrl.lookup(buf, offset, refs)
+        if known is not None:
+            builder, after = known
+            if after < end:
+                message, after = decode_from(buf, after, atom_cache=refs)
+                if after == end:
+                    return builder(message)
+            raise _end_error(after, end) if after != end else RemoteProtocolError(
+                "a send operation without its message")
+        ctrl: Term
+        head = self._known_heads.lookup(buf, offset, refs)
+        if head is not None:
+            last, ctrl_end = decode_from(buf, head[1], atom_cache=refs)
+            ctrl = (*head[0], last)
+        else:
+            ctrl, ctrl_end = decode_from(buf, offset, atom_cache=refs)
+            if type(ctrl) is tuple and ctrl and type(ctrl[0]) is int and ctrl[0] in _HEAD_OPS:
+                at = head_end(buf, offset, refs)
+                if at is not None:
+                    self._known_heads.remember(buf, offset, at, refs, ctrl[:-1])
+        payload: Term = NO_PAYLOAD
+        after = ctrl_end
+        if after < end:
+            payload, after = decode_from(buf, after, atom_cache=refs)
+        if after != end:
+            raise _end_error(after, end)
+        decoded = from_terms(ctrl, payload)
+        if payload is not NO_PAYLOAD:
+            build = payload_builder(ctrl)
+            if build is not None:
+                self._known_ctrl.remember(buf, offset, ctrl_end, refs, build)
+        return decoded
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def send(self, msg: ControlMessage) -> None:
+        """Encode ``msg`` and queue it (fragmented if big and FRAGMENTS was negotiated).
+
+        Raises LocalProtocolError if the negotiated flags do not allow ``msg``, EncodeError
+        if it holds a value with no external term form (nothing is queued then).
+        """
+        self._check_open("send")
+        required = _REQUIRED_FLAG.get(type(msg))
+        # plain int test: IntFlag's & runs in Python and costs more than the check is worth
+        if required is not None and not self._flag_bits & required.value:
+            raise LocalProtocolError(
+                f"{type(msg).__name__} needs {required.name}, which {self.peer_node} "
+                "did not negotiate"
+            )
+        ctrl, payload = to_terms(msg)
+        out = self._out
+        start = len(out)
+        try:
+            if self._header_mode:
+                out += _HEADER_FRAME_START
+                kind = type(msg)
+                if kind in _REPEATED:
+                    self._encode_ctrl(ctrl, out, whole=True)
+                elif kind in _HEAD_REPEATED:
+                    self._encode_ctrl(ctrl, out, whole=False)
+                else:
+                    encode_into(ctrl, out)
+                if payload is not NO_PAYLOAD:
+                    encode_into(payload, out)
+            else:
+                out += _PASS_THROUGH_FRAME_START
+                encode_into(ctrl, out)
+                if payload is not NO_PAYLOAD:
+                    out.append(VERSION)
+                    encode_into(payload, out)
+        except BaseException:
+            del out[start:]
+            raise
+        length = len(out) - start - 4
+        if self._fragments and length - _NORMAL_HEADER_SIZE > self._fragment_size:
+            self._refragment(start)
+        elif length > _MAX_LENGTH:
+            del out[start:]
+            raise LocalProtocolError(f"a {length}-byte packet does not fit a 4-byte length")
+        else:
+            _LENGTH.pack_into(out, start, length)
+        self._sent_since_firing = True
+
+    def _encode_ctrl(self, ctrl: tuple[Term, ...], out: bytearray, *, whole: bool) -> None:
+        # A stream of sends repeats one control tuple (same sender, same destination); a gen
+        # call's MONITOR_P and DEMONITOR_P repeat all of theirs but the fresh reference.
+        key = ctrl if whole else ctrl[:-1]
+        encoded = self._sent_ctrl.get(key)
+        if encoded is None:
+            # (the tuple header counts the whole tuple, also when only its head is kept)
+            encoded = bytes((SMALL_TUPLE, len(ctrl))) + encode(key)[3:]
+            if len(self._sent_ctrl) >= _MAX_SENT_CTRL:
+                self._sent_ctrl.clear()
+            self._sent_ctrl[key] = encoded
+        out += encoded
+        if not whole:
+            encode_into(ctrl[-1], out)
+
+    def _refragment(self, start: int) -> None:
+        # The message was encoded as one frame at ``start``; cut it into fragment frames in
+        # place: grow the buffer by the extra header bytes, then move the pieces right, last
+        # first (memoryview assignment is a memmove), writing each frame's length and header
+        # in front of its piece. No second buffer for a big message.
+        out = self._out
+        body_start = start + 4 + _NORMAL_HEADER_SIZE
+        seq_id = self._next_seq_id
+        self._next_seq_id = (seq_id + 1) & 0xFFFFFFFFFFFFFFFF or 1
+        pieces = list(fragment_headers(seq_id, len(out) - body_start, self._fragment_size))
+        out += bytes(sum(4 + len(header) for header, _, _ in pieces) - (body_start - start))
+        frame_end = len(out)
+        with memoryview(out) as view:
+            for header, begin, end in reversed(pieces):
+                piece_start = frame_end - (end - begin)
+                view[piece_start:frame_end] = view[body_start + begin:body_start + end]
+                frame_start = piece_start - len(header) - 4
+                view[frame_start:piece_start] = (
+                    _LENGTH.pack(len(header) + end - begin) + header
+                )
+                frame_end = frame_start
+
+    @property
+    def pending_bytes(self) -> int:
+        """How many bytes are queued for ``data_to_send``."""
+        return len(self._out)
+
+    def data_to_send(self) -> list[bytearray]:
+        """Everything queued since the last call (ticks included), as one chunk.
+
+        The buffer itself is handed over (a fresh one takes its place): a big message is not
+        copied again on its way to the socket.
+        """
+        if not self._out:
+            return []
+        data = self._out
+        self._out = bytearray()
+        return [data]
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def get_timer(self) -> float:
+        """When :meth:`handle_timer` should run next (absolute, same clock as ``now``)."""
+        if self.state is not ConnectionState.OPEN:
+            return float("inf")
+        return self._next_firing
+
+    def handle_timer(self, now: float) -> None:
+        """Run the ticker if it is due: queue a tick if idle, check the peer is alive.
+
+        Does nothing before :meth:`get_timer`'s time. Raises NetTickTimeout (and the
+        connection fails) if nothing was received for ``net_ticktime`` seconds.
+        """
+        self._check_open("handle timers")
+        if now < self._next_firing:
+            return
+        silent = now - self._last_received
+        if silent >= self._net_ticktime:
+            raise self._fail(NetTickTimeout(
+                f"nothing received from {self.peer_node} for {silent:.1f} s "
+                f"(net_ticktime {self._net_ticktime:g} s)"
+            ))
+        if not self._sent_since_firing:
+            self._out += _TICK
+        self._sent_since_firing = False
+        # One firing per call, as BEAM's ticker: a late call does not count missed periods.
+        self._next_firing += self._tick_period
+        if self._next_firing <= now:
+            self._next_firing = now + self._tick_period
+
+
+def _piece(buf: bytes, start: int, end: int) -> Buffer:
+    """A fragment's bytes until its message is joined: a view when it is most of ``buf`` (the
+    read it came in), so that it is copied once, at the join; else a copy, so that a small
+    piece does not keep a big read alive."""
+    if 2 * (end - start) >= len(buf):
+        return memoryview(buf)[start:end]
+    return buf[start:end]
+
+
+def _format_error(expected: str, packet: bytes, other_format: int) -> RemoteProtocolError:
+    hint = ""
+    if packet[0] == other_format:
+        hint = " (the peer uses the other frame format than the negotiated flags say)"
+    return RemoteProtocolError(f"expected {expected}, got {packet[:3]!r}{hint}")
+
+
+def _end_error(offset: int, end: int) -> RemoteProtocolError:
+    if offset > end:
+        return RemoteProtocolError(f"the terms run {offset - end} bytes past the packet's end")
+    return RemoteProtocolError(f"{end - offset} bytes after the payload")

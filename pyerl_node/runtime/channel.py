@@ -1,0 +1,363 @@
+"""One TCP connection to a peer node: the thin asyncio layer over the sans-I/O machines.
+
+A :class:`Channel` is an ``asyncio.Protocol``. It feeds received bytes to the handshake
+machine, then to the :class:`~pyerl_node.proto.connection.Connection`, hands the resulting control
+messages to the node, and writes what the machines queue. Writes are batched: however many
+messages are sent in one event-loop iteration, they leave in one ``writelines`` call. The
+connection's timer (ticks, net_ticktime) is one ``call_at`` handle, re-armed after each event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import Enum
+from typing import TYPE_CHECKING, cast
+
+from pyerl_node.proto.connection import BadFrame, Connection
+from pyerl_node.proto.control import ControlMessage, UnknownControl
+from pyerl_node.proto.errors import (
+    ConnectionLost,
+    EpmdError,
+    ErlNodeError,
+    HandshakeError,
+    NodeDown,
+    RemoteProtocolError,
+)
+from pyerl_node.proto.flags import DistFlag
+from pyerl_node.proto.handshake import (
+    AcceptorHandshake,
+    HandshakeComplete,
+    InitiatorHandshake,
+    NameReceived,
+    State,
+    Status,
+    StatusReceived,
+)
+from pyerl_node.proto.names import parse_node_name
+from pyerl_node.proto.terms import Atom
+from pyerl_node.runtime import epmd_client
+
+if TYPE_CHECKING:
+    from pyerl_node.node import Node
+
+log = logging.getLogger("pyerl_node.runtime.channel")
+
+# Senders wait (``drain``) while more than this is queued for the socket: bounded memory.
+_HIGH_WATER = 4 * 1024 * 1024
+_HANDSHAKE_TIMEOUT = 7.0  # net_setuptime's default
+# Queued output beyond this is written at once instead of at the end of the loop iteration.
+_FLUSH_AT = 256 * 1024
+_BIG_WRITE = 64 * 1024
+
+
+class PeerWinsSimultaneousError(HandshakeError):
+    """The peer answered ``nok``: its own connection attempt to us wins (net_kernel's rule)."""
+
+    def __init__(self, peer: str) -> None:
+        super().__init__("simultaneous connect: the peer's connection wins", peer=peer)
+
+
+class HandshakeRefusedError(HandshakeError):
+    """We answered the peer's send_name with nok, not_allowed or alive-then-false."""
+
+
+class Flush(Enum):
+    """When a queued control message is written to the socket."""
+
+    #: with the other sends of this turn of the event loop, in one write (the default)
+    SOON = "soon"
+    #: at once: the caller is about to wait for the answer
+    NOW = "now"
+    #: with the next write, or within ``LATER_DELAY`` (a demonitor: nobody waits for it)
+    LATER = "later"
+
+
+#: The longest a ``Flush.LATER`` message waits for another write to go with.
+LATER_DELAY = 0.005
+
+
+class Channel(asyncio.Protocol):
+    """The connection to one peer, from the first handshake byte to the close."""
+
+    def __init__(self, node: Node, *, initiator: bool, peer: Atom | None = None) -> None:
+        self.node = node
+        self.initiator = initiator
+        self.peer: Atom = peer if peer is not None else Atom("")
+        self.flags = DistFlag(0)
+        self.visible = False
+        self.send_sender = self.exit_payload = self.alias = False
+        self.handshake_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._handshake: InitiatorHandshake | AcceptorHandshake | None = None
+        self._conn: Connection | None = None
+        self._flush_pending = False
+        self._later: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._paused_writing = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (a stream transport; other event loops, uvloop's, do not subclass asyncio.Transport)
+        self._transport = transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(high=_HIGH_WATER)
+        node = self.node
+        common = {
+            "local_name": node.node_atom.name,
+            "cookie": node.cookie,
+            "flags": node.flags,
+            "creation": node.creation,
+            "challenge_source": node.challenge_source,
+        }
+        hs: InitiatorHandshake | AcceptorHandshake
+        if self.initiator:
+            hs = InitiatorHandshake(peer_name=self.peer.name, **common)  # type: ignore[arg-type]
+            hs.start()
+        else:
+            hs = AcceptorHandshake(**common)  # type: ignore[arg-type]
+        self._handshake = hs
+        self._timer = self._loop.call_later(_HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        self._write_handshake()
+
+    def data_received(self, data: bytes) -> None:
+        if self._conn is not None:
+            try:
+                events = self._conn.receive_data(data, self._loop.time())
+            except RemoteProtocolError as exc:
+                self._fail(exc)
+                return
+            dispatch = self.node.dispatch
+            for event in events:
+                if type(event) is BadFrame:
+                    log.warning("bad frame from %s: %s", self.peer.name, event.error)
+                elif type(event) is UnknownControl:
+                    log.info("unknown control message from %s: %r", self.peer.name, event)
+                else:
+                    try:
+                        dispatch(self, event)
+                    except Exception:
+                        # a bug in handling one message must not take the connection down
+                        log.exception("handling %r from %s failed", event, self.peer.name)
+            # Answers produced while dispatching (rpc replies, noproc DOWNs...) leave now,
+            # one write for the whole chunk, without waiting for another loop iteration.
+            self.flush()
+            return
+        self._handshake_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+        if not self.handshake_done.done():
+            self.handshake_done.set_exception(
+                ConnectionLost(f"{self.peer.name or 'peer'} closed during the handshake")
+            )
+            self.handshake_done.exception()
+            return
+        self.node.channel_down(self)
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    # -- handshake -------------------------------------------------------------------------------
+
+    def _handshake_data(self, data: bytes) -> None:
+        hs = self._handshake
+        assert hs is not None
+        try:
+            for event in hs.receive_data(data):
+                if isinstance(event, NameReceived):
+                    self._on_name(event)
+                elif isinstance(event, StatusReceived):
+                    self._on_status(event)
+                elif isinstance(event, HandshakeComplete):
+                    self._on_complete(event, hs.data_to_send())
+                    return
+            self._write_handshake()
+            if hs.state is State.CLOSED:
+                # ended by a status (nok, not_allowed, alive answered false): no connection
+                self._fail(PeerWinsSimultaneousError(self.peer.name) if self.initiator
+                           else HandshakeRefusedError("refused by status", peer=self.peer.name))
+        except ErlNodeError as exc:
+            self._write_handshake()
+            self._fail(exc)
+
+    def _on_name(self, event: NameReceived) -> None:
+        assert isinstance(self._handshake, AcceptorHandshake)
+        try:
+            parse_node_name(event.peer_name)
+        except ErlNodeError:
+            self._handshake.accept(Status.NOT_ALLOWED)
+            raise
+        self.peer = Atom(event.peer_name)
+        self._handshake.accept(self.node.accept_decision(self.peer))
+
+    def _on_status(self, event: StatusReceived) -> None:
+        assert isinstance(self._handshake, InitiatorHandshake)
+        if event.status is Status.ALIVE:
+            # We dialled because we have no connection: the peer's one is stale.
+            self._handshake.answer_alive(True)
+
+    def _on_complete(self, event: HandshakeComplete, final: bytes) -> None:
+        assert self._transport is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self.peer = Atom(event.peer_name)
+        self.flags = event.flags
+        bits = int(event.flags)
+        self.visible = bool(bits & DistFlag.PUBLISHED) and not self.node.hidden
+        # per-message decisions read these instead of IntFlag arithmetic (slow in Python)
+        self.send_sender = bool(bits & DistFlag.SEND_SENDER)
+        self.exit_payload = bool(bits & DistFlag.EXIT_PAYLOAD)
+        self.alias = bool(bits & DistFlag.ALIAS)
+        now = self._loop.time()
+        self._conn = Connection(
+            local_node=self.node.node_atom.name,
+            peer_node=event.peer_name,
+            flags=event.flags,
+            now=now,
+            net_ticktime=self.node.net_ticktime,
+        )
+        self._handshake = None
+        self.handshake_done.set_result(None)
+        # channel_up drops an old connection to this peer (status alive answered true) before
+        # our final ack goes out, as OTP waits for the old connection to die first.
+        self.node.channel_up(self)
+        if final:
+            self._transport.write(final)
+        self._arm_timer()
+        if event.trailing:
+            self.data_received(bytes(event.trailing))
+
+    def _handshake_timeout(self) -> None:
+        self._fail(HandshakeError("handshake timed out", peer=self.peer.name or None))
+
+    def _write_handshake(self) -> None:
+        if self._handshake is not None and self._transport is not None:
+            out = self._handshake.data_to_send()
+            if out:
+                self._transport.write(out)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._conn is None:
+            # Losing a simultaneous connect or being answered nok/alive is routine (INFO);
+            # a wrong cookie or broken bytes are worth a WARNING, once per attempt.
+            routine = isinstance(exc, PeerWinsSimultaneousError | HandshakeRefusedError)
+            log.log(logging.INFO if routine else logging.WARNING,
+                    "handshake with %s failed: %s", self.peer.name or "peer", exc)
+            if not self.handshake_done.done():
+                self.handshake_done.set_exception(exc)
+                self.handshake_done.exception()
+            if not self.initiator:
+                self.node.channel_failed(self.peer if self.peer.name else None, exc)
+        else:
+            log.warning("connection to %s failed: %s", self.peer.name, exc)
+        self.close()
+
+    # -- connected -------------------------------------------------------------------------------
+
+    def send(self, msg: ControlMessage, flush: Flush = Flush.SOON) -> None:
+        """Queue one control message; ``flush`` says when it is written."""
+        conn = self._conn
+        if conn is None or self._closed:
+            return
+        conn.send(msg)
+        if flush is Flush.NOW or conn.pending_bytes > _FLUSH_AT:
+            # (past _FLUSH_AT: big or many messages start moving while more are encoded)
+            self.flush()
+        elif flush is Flush.SOON:
+            if not self._flush_pending:
+                self._flush_pending = True
+                self._loop.call_soon(self.flush)
+        elif self._later is None:
+            # Armed once and left armed across flushes: a stream of calls, each ending in a
+            # demonitor, arms it at most once per LATER_DELAY instead of once per call.
+            self._later = self._loop.call_later(LATER_DELAY, self._later_due)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of control messages queued here, not yet handed to the socket."""
+        return 0 if self._conn is None else self._conn.pending_bytes
+
+    async def drain(self) -> None:
+        """Wait while the socket's outbound buffer is above its high-water mark."""
+        if self._paused_writing and not self._closed:
+            waiter = self._drain_waiter
+            if waiter is None or waiter.done():
+                waiter = self._drain_waiter = self._loop.create_future()
+            await waiter
+
+    def _later_due(self) -> None:
+        self._later = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Write everything queued now."""
+        self._flush_pending = False
+        if self._conn is None or self._transport is None or self._closed:
+            return
+        for chunk in self._conn.data_to_send():
+            # A view: what the socket does not take at once is copied into the transport's
+            # buffer once, instead of being sliced into a new bytearray first.
+            self._transport.write(memoryview(chunk) if len(chunk) > _BIG_WRITE else chunk)
+
+    def _arm_timer(self) -> None:
+        if self._conn is None or self._closed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(self._conn.get_timer(), self._on_timer)
+
+    def _on_timer(self) -> None:
+        assert self._conn is not None
+        try:
+            self._conn.handle_timer(self._loop.time())
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+            return
+        self.flush()
+        self._arm_timer()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        if self._transport is not None and not self._closed:
+            self.flush()
+            self._closed = True
+            self._transport.close()
+
+
+async def dial(node: Node, peer: Atom) -> Channel:
+    """Connect to ``peer`` (EPMD lookup, TCP, handshake as initiator)."""
+    name = parse_node_name(peer.name)
+    try:
+        address = await epmd_client.port_please(name.alive, name.host, epmd_port=node.epmd_port)
+    except EpmdError as exc:
+        raise NodeDown(f"{peer.name}: {exc}") from exc
+    if address.highest_version < 6:
+        raise NodeDown(f"{peer.name} speaks distribution versions up to "
+                       f"{address.highest_version} only; we need 6")
+    loop = asyncio.get_running_loop()
+    _, channel = await loop.create_connection(
+        lambda: Channel(node, initiator=True, peer=peer), name.host, address.port
+    )
+    try:
+        await channel.handshake_done
+    except BaseException:
+        channel.close()
+        raise
+    return channel

@@ -1,0 +1,166 @@
+"""What each control message from a peer does to local processes (PROTOCOL.md §6).
+
+One handler per message type, looked up in one table: delivery to pids, names and aliases;
+links with the UNLINK_ID protocol (always acknowledged); exit signals with Erlang's rules;
+monitors, answered at once with ``noproc`` when the target does not exist (a BEAM caller
+would otherwise wait forever); spawn requests and replies for rpc. Messages for what does
+not exist are dropped, as the BEAM drops them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pyerl_node.proto import control as c
+from pyerl_node.proto.control import AltactFlag
+from pyerl_node.proto.terms import Pid
+from pyerl_node.runtime.process import NOPROC, MonitorEntry
+from pyerl_node.services import rpc as rpc_service
+
+if TYPE_CHECKING:
+    from pyerl_node.node import Node
+    from pyerl_node.runtime.channel import Channel
+
+log = logging.getLogger("pyerl_node")
+
+
+def dispatch(node: Node, channel: Channel, msg: Any) -> None:
+    handler = _HANDLERS.get(type(msg))
+    if handler is None:
+        log.debug("ignoring %r from %s", msg, channel.peer.name)
+        return
+    handler(node, channel, msg)
+
+
+def _send(node: Node, channel: Channel, msg: c.Send | c.SendSender) -> None:
+    node.deliver_local(msg.to_pid, msg.message)
+
+
+def _reg_send(node: Node, channel: Channel, msg: c.RegSend) -> None:
+    proc = node.registry.whereis(msg.to_name)
+    if proc is not None:
+        proc.mailbox.put(msg.message)
+    else:
+        log.debug("%s sent to unknown name %s: dropped", channel.peer.name, msg.to_name)
+
+
+def _alias_send(node: Node, channel: Channel, msg: c.AliasSend) -> None:
+    node.deliver_local(msg.alias, msg.message)
+
+
+def _altact(node: Node, channel: Channel, msg: c.AltactSigSend) -> None:
+    if msg.flags & AltactFlag.EXIT:  # an exit signal, not a message
+        proc = node.registry.get(msg.to) if isinstance(msg.to, Pid) else None
+        if proc is not None:
+            node.signal_exit(proc, msg.sender, msg.message, from_link=False)
+        return
+    node.deliver_local(msg.to, msg.message)
+
+
+def _link(node: Node, channel: Channel, msg: c.Link) -> None:
+    proc = node.registry.get(msg.to_pid)
+    if proc is not None:
+        proc.links.add(msg.from_pid)
+    elif channel.exit_payload:
+        channel.send(c.PayloadExit(msg.to_pid, msg.from_pid, NOPROC))
+    else:
+        channel.send(c.Exit(msg.to_pid, msg.from_pid, NOPROC))
+
+
+def _unlink_id(node: Node, channel: Channel, msg: c.UnlinkId) -> None:
+    proc = node.registry.get(msg.to_pid)
+    if proc is not None:
+        proc.links.discard(msg.from_pid)
+    channel.send(c.UnlinkIdAck(msg.id, msg.to_pid, msg.from_pid))
+
+
+def _unlink(node: Node, channel: Channel, msg: c.Unlink) -> None:
+    proc = node.registry.get(msg.to_pid)
+    if proc is not None:
+        proc.links.discard(msg.from_pid)
+
+
+def _exit(node: Node, channel: Channel, msg: c.Exit | c.PayloadExit) -> None:
+    proc = node.registry.get(msg.to_pid)
+    if proc is not None and msg.from_pid in proc.links:
+        proc.links.discard(msg.from_pid)
+        node.signal_exit(proc, msg.from_pid, msg.reason, from_link=True)
+
+
+def _exit2(node: Node, channel: Channel, msg: c.Exit2 | c.PayloadExit2) -> None:
+    proc = node.registry.get(msg.to_pid)
+    if proc is not None:
+        node.signal_exit(proc, msg.from_pid, msg.reason, from_link=False)
+
+
+def _monitor(node: Node, channel: Channel, msg: c.MonitorP) -> None:
+    entry = MonitorEntry(msg.from_pid, msg.to_proc)
+    proc = node.local_process(msg.to_proc)
+    if proc is None:
+        node.send_down(entry, msg.ref, NOPROC)
+    else:
+        proc.monitored_by[msg.ref] = entry
+
+
+def _demonitor(node: Node, channel: Channel, msg: c.DemonitorP) -> None:
+    proc = node.local_process(msg.to_proc)
+    if proc is not None:
+        proc.monitored_by.pop(msg.ref, None)
+
+
+def _monitor_exit(
+    node: Node, channel: Channel, msg: c.MonitorPExit | c.PayloadMonitorPExit
+) -> None:
+    node.fire_down(msg.to_pid, msg.ref, msg.reason)
+
+
+def _group_leader(node: Node, channel: Channel, msg: c.GroupLeader) -> None:
+    proc = node.registry.get(msg.to_pid)
+    if proc is not None:
+        proc.group_leader = msg.from_pid
+
+
+def _spawn_request(node: Node, channel: Channel, msg: c.SpawnRequest) -> None:
+    rpc_service.serve_spawn_request(node, channel, msg)
+
+
+def _spawn_reply(node: Node, channel: Channel, msg: c.SpawnReply) -> None:
+    node.deliver_local(
+        msg.to_pid, (rpc_service.SPAWN_REPLY_TAG, msg.req_id, msg.flags, msg.result)
+    )
+
+
+# The seq-trace (*_TT) variants carry the same fields plus a token, which we do not trace.
+_HANDLERS: dict[type, Callable[[Node, Channel, Any], None]] = {
+    c.Send: _send,
+    c.SendSender: _send,
+    c.SendTt: _send,
+    c.SendSenderTt: _send,
+    c.RegSend: _reg_send,
+    c.RegSendTt: _reg_send,
+    c.AliasSend: _alias_send,
+    c.AliasSendTt: _alias_send,
+    c.AltactSigSend: _altact,
+    c.Link: _link,
+    c.Unlink: _unlink,
+    c.UnlinkId: _unlink_id,
+    c.Exit: _exit,
+    c.ExitTt: _exit,
+    c.PayloadExit: _exit,
+    c.PayloadExitTt: _exit,
+    c.Exit2: _exit2,
+    c.Exit2Tt: _exit2,
+    c.PayloadExit2: _exit2,
+    c.PayloadExit2Tt: _exit2,
+    c.MonitorP: _monitor,
+    c.DemonitorP: _demonitor,
+    c.MonitorPExit: _monitor_exit,
+    c.PayloadMonitorPExit: _monitor_exit,
+    c.GroupLeader: _group_leader,
+    c.SpawnRequest: _spawn_request,
+    c.SpawnRequestTt: _spawn_request,
+    c.SpawnReply: _spawn_reply,
+    c.SpawnReplyTt: _spawn_reply,
+}

@@ -1,0 +1,119 @@
+"""Python processes: a pid, a mailbox, links and monitors, and Erlang's exit semantics.
+
+A :class:`Process` is either driven by a coroutine (``Node.spawn``) or by the caller
+(``Node.mailbox``). The node routes signals to it; this module decides what a signal does to
+the process (``handle_exit_signal``) and keeps the bookkeeping of links and monitors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pyerl_node.proto.terms import Atom, Pid, Reference, Term
+from pyerl_node.runtime.mailbox import Mailbox, Matcher
+
+if TYPE_CHECKING:
+    from pyerl_node.node import Node
+
+NORMAL = Atom("normal")
+KILL = Atom("kill")
+KILLED = Atom("killed")
+EXIT = Atom("EXIT")
+DOWN = Atom("DOWN")
+PROCESS = Atom("process")
+NOPROC = Atom("noproc")
+NOCONNECTION = Atom("noconnection")
+
+ProcessBody = Callable[["Process"], Coroutine[Any, Any, Any]]
+
+
+@dataclass(slots=True)
+class MonitorEntry:
+    """A monitor held on this process by ``watcher``.
+
+    ``target`` is what the watcher asked for: our pid, or our registered name (then the DOWN
+    message names ``{Name, Node}``).
+    """
+
+    watcher: Pid
+    target: Pid | Atom
+
+
+@dataclass(eq=False)
+class Process:
+    """One Erlang-visible process on a Python node."""
+
+    node: Node
+    pid: Pid
+    mailbox: Mailbox = field(default_factory=Mailbox)
+    trap_exit: bool = False
+    name: Atom | None = None
+    links: set[Pid] = field(default_factory=set)
+    # monitors others hold on us, by reference
+    monitored_by: dict[Reference, MonitorEntry] = field(default_factory=dict)
+    # monitors we hold on others: reference -> what we monitor (pid, or (name, node))
+    monitoring: dict[Reference, Term] = field(default_factory=dict)
+    aliases: set[Reference] = field(default_factory=set)
+    watched_nodes: set[Atom] = field(default_factory=set)  # monitor_node targets
+    group_leader: Pid | None = None
+    task: asyncio.Task[Any] | None = None
+    exit_reason: Term = None
+
+    @property
+    def alive(self) -> bool:
+        return self.exit_reason is None
+
+    # -- the process API (what code running as this process calls) ---------------------------
+
+    async def receive(self, match: Matcher | None = None, timeout: float | None = None) -> Term:
+        """Selective receive: the first message ``match`` accepts (see :class:`Mailbox`)."""
+        return await self.mailbox.receive(match, timeout)
+
+    async def send(self, dest: Term, message: Term) -> None:
+        """Send ``message`` to a pid, a registered name, ``(name, node)`` or an alias."""
+        await self.node.send(dest, message, sender=self.pid)
+
+    def link(self, other: Pid) -> None:
+        self.node.link(self.pid, other)
+
+    def unlink(self, other: Pid) -> None:
+        self.node.unlink(self.pid, other)
+
+    def monitor(self, target: Pid | Atom | tuple[Atom, Atom | str]) -> Reference:
+        return self.node.monitor(self.pid, target)
+
+    def demonitor(self, ref: Reference) -> None:
+        self.node.demonitor(self.pid, ref)
+
+    def exit(self, reason: Term = NORMAL) -> None:
+        """End this process with ``reason`` (links and monitors are told)."""
+        self.node.terminate(self, reason)
+
+    def __repr__(self) -> str:
+        state = "alive" if self.alive else f"exited {self.exit_reason!r}"
+        return f"<Process {self.pid!r} {self.name or ''} {state}>"
+
+
+def exit_action(proc: Process, sender: Pid, reason: Term, *, from_link: bool) -> Term | None:
+    """What an exit signal does to ``proc``: the reason it dies with, or None if it survives.
+
+    Trapping processes get ``{'EXIT', From, Reason}`` instead (delivered here). ``kill`` is
+    untrappable when sent with exit/2; a linked process dying with ``kill`` sends ``killed``.
+    """
+    if reason is KILL and not from_link:
+        return KILLED
+    if proc.trap_exit:
+        proc.mailbox.put((EXIT, sender, reason))
+        return None
+    if reason is NORMAL:
+        # exit(self(), normal) kills, a normal exit of a linked process does not
+        return NORMAL if (sender == proc.pid and not from_link) else None
+    return reason
+
+
+def python_exit_reason(exc: BaseException) -> Term:
+    """``{python_exception, 'TypeName', <<"message">>}``: a Python error as Erlang reads it."""
+    return (Atom("python_exception"), Atom(type(exc).__name__), str(exc).encode())
