@@ -195,7 +195,8 @@ async def bench_release(release: str, k: int, held: int, where_k: int) -> list[R
 
 async def mesh_seconds(n: int) -> float:
     port, tag = free_port(), secrets.token_hex(3)
-    nodes = [Node(f"mesh{i}_{tag}@{LOCALHOST}", "c", epmd_port=port, global_names=True)
+    nodes = [Node(f"mesh{i}_{tag}@{LOCALHOST}", "c", epmd_port=port, global_names=True,
+                  embedded_epmd=True)
              for i in range(n)]
     try:
         for node in nodes:

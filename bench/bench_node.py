@@ -260,7 +260,7 @@ class Bench:
         return None if out == "already" else int(out) / 1000
 
     async def _py_connect_ms(self, dst: str) -> float | None:
-        if Atom(dst) in self.py.nodes(hidden=True):
+        if Atom(dst) in self.py.nodes("connected"):
             self.py.disconnect(dst)
             return None
         start = time.perf_counter()

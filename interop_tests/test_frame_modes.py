@@ -37,7 +37,7 @@ async def test_messages_cross_in_every_frame_mode(
     )
     node = Node(f"py_{secrets.token_hex(3)}@{LOCALHOST}", cookie, epmd_port=epmd.port,
                 start_epmd=False)
-    node.flags = DistFlag(node.flags & ~MODES[mode])
+    node._kernel.flags = DistFlag(node._kernel.flags & ~MODES[mode])
     async with node:
         box = node.mailbox()
         big = bytes(range(256)) * 1200  # 300 KB: fragmented both ways when FRAGMENTS is on

@@ -143,7 +143,7 @@ async def test_four_node_mixed_cluster(
     # a Python process dies: its name vanishes on every node
     victim = py1.global_whereis("n_2")
     assert victim is not None
-    proc = py1.registry.get(victim)
+    proc = py1._kernel.process(victim)
     assert proc is not None
     proc.exit(Atom("kill"))
     for node in (b25, b28):

@@ -1,5 +1,32 @@
-"""pyerl_node: a Python node that speaks the Erlang distribution protocol."""
+"""pyerl_node: a Python node that speaks the Erlang distribution protocol.
 
+``from pyerl_node import Node, GenServer, Atom`` is all most programs need; blocking code uses
+:mod:`pyerl_node.sync`. Errors derive from :class:`ErlNodeError`.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from pyerl_node.gen import NOREPLY, GenServer, start_server
+from pyerl_node.node import Node
+from pyerl_node.proto.errors import (
+    AuthenticationError,
+    CallTimeout,
+    ConnectionLost,
+    DecodeError,
+    EncodeError,
+    EpmdError,
+    ErlNodeError,
+    HandshakeError,
+    LocalProtocolError,
+    NameInUse,
+    NodeDown,
+    NodeNotFound,
+    NoProc,
+    ProcessExit,
+    ProtocolError,
+    RemoteProtocolError,
+    RpcError,
+)
 from pyerl_node.proto.terms import (
     Atom,
     BitBinary,
@@ -13,17 +40,48 @@ from pyerl_node.proto.terms import (
     Port,
     Reference,
 )
+from pyerl_node.runtime.flush import Flush
+from pyerl_node.runtime.process import Process
+
+try:
+    __version__ = version("pyerl-node")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "NOREPLY",
     "Atom",
+    "AuthenticationError",
     "BitBinary",
+    "CallTimeout",
+    "ConnectionLost",
+    "DecodeError",
+    "EncodeError",
+    "EpmdError",
+    "ErlNodeError",
     "ExactKey",
     "Export",
+    "Flush",
     "FrozenList",
     "FrozenMap",
     "Fun",
+    "GenServer",
+    "HandshakeError",
     "ImproperList",
+    "LocalProtocolError",
+    "NameInUse",
+    "NoProc",
+    "Node",
+    "NodeDown",
+    "NodeNotFound",
     "Pid",
     "Port",
+    "Process",
+    "ProcessExit",
+    "ProtocolError",
     "Reference",
+    "RemoteProtocolError",
+    "RpcError",
+    "__version__",
+    "start_server",
 ]

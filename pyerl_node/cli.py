@@ -1,8 +1,10 @@
 """``pyerl-node``: run a node; ping, rpc or send to a node; list EPMD names.
 
-``pyerl-node run --name py@127.0.0.1 --cookie C`` serves until SIGINT/SIGTERM, logging
-connections; it starts the Python EPMD in-process when nothing listens on the EPMD port.
-The cookie defaults to ``~/.erlang.cookie`` and ``--sname``/``--name`` follow ``erl``'s rules.
+``pyerl-node run --sname py --cookie C`` serves until SIGINT/SIGTERM, logging connections. As
+``erl`` does, it listens on every interface (``--listen-host`` narrows it) and starts an EPMD
+daemon (the Python one) when nothing listens on the EPMD port. The cookie defaults to
+``~/.erlang.cookie``; ``--sname``/``--name`` and node arguments follow ``erl``'s rules (a bare
+``beam`` means ``beam@<this host>``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import secrets
 import signal
 import sys
 
-from pyerl_node.node import Node
+from pyerl_node import __version__
+from pyerl_node.node import Node, own_node_name
 from pyerl_node.proto.errors import ErlNodeError, RpcError
-from pyerl_node.proto.names import make_node_name, parse_node_name
+from pyerl_node.proto.names import make_node_name
 from pyerl_node.proto.term_syntax import TermSyntaxError, format_term, parse
 from pyerl_node.proto.terms import Atom, Term
 from pyerl_node.runtime import epmd_client
@@ -29,17 +32,24 @@ log = logging.getLogger("pyerl_node.cli")
 def _add_node_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     group = parser.add_mutually_exclusive_group(required=required)
     group.add_argument("--name", help="long node name (name@host.domain or name@IP)")
-    group.add_argument("--sname", help="short node name (name or name@host)")
+    group.add_argument("--sname", help="short node name (name, or name@host)")
     parser.add_argument("--cookie", help="magic cookie (default: ~/.erlang.cookie)")
     parser.add_argument("--epmd-port", type=int, help="EPMD port (default $ERL_EPMD_PORT or 4369)")
+    parser.add_argument("--embedded-epmd", action="store_true",
+                        help="when no EPMD runs, run one inside this process (it ends with it)"
+                             " instead of starting the EPMD daemon")
     parser.add_argument(
         "--net-ticktime", type=float, default=60.0, help="seconds of silence before nodedown"
     )
     parser.add_argument("--hidden", action="store_true", help="connect as a hidden node")
-    parser.add_argument(
-        "--listen-host", default="127.0.0.1",
-        help="address to accept connections on (default loopback; 0.0.0.0 for all)",
-    )
+    parser.add_argument("--listen-host", default=None,
+                        help="address to accept connections on (default: every interface)")
+    parser.add_argument("--dist-port-min", type=int, default=0, metavar="PORT",
+                        help="lowest distribution port (erl's inet_dist_listen_min)")
+    parser.add_argument("--dist-port-max", type=int, default=0, metavar="PORT",
+                        help="highest distribution port (erl's inet_dist_listen_max)")
+    parser.add_argument("--proto-dist", choices=["inet_tcp", "inet6_tcp"], default="inet_tcp",
+                        help="distribution transport (erl's -proto_dist)")
 
 
 def _node_name(args: argparse.Namespace, default_alive: str, long: bool) -> str:
@@ -56,9 +66,18 @@ def _make_node(args: argparse.Namespace, name: str, *, hidden: bool | None = Non
         args.cookie,
         hidden=args.hidden if hidden is None else hidden,
         epmd_port=args.epmd_port,
+        embedded_epmd=args.embedded_epmd,
         net_ticktime=args.net_ticktime,
         listen_host=args.listen_host,
+        dist_port_min=args.dist_port_min,
+        dist_port_max=args.dist_port_max or args.dist_port_min,
+        inet6=args.proto_dist == "inet6_tcp",
     )
+
+
+def _target(text: str) -> str:
+    """A node argument as erl reads it: ``beam`` is ``beam@<this host>``."""
+    return str(own_node_name(text))
 
 
 def _expose_all(node: Node, specs: list[str]) -> None:
@@ -73,7 +92,7 @@ def _expose_all(node: Node, specs: list[str]) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    node = _make_node(args, _node_name(args, "py@127.0.0.1", long=True))
+    node = _make_node(args, _node_name(args, "py", long=False))
     _expose_all(node, args.expose)
     await node.start()
     print(f"pyerl_node {node.node_atom.name} listening on port {node.port}", flush=True)
@@ -89,8 +108,9 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _ping(args: argparse.Namespace) -> int:
-    async with _make_node(args, _client_name(args, args.node), hidden=True) as node:
-        ok = await node.ping(args.node, timeout=args.timeout)
+    target = _target(args.node)
+    async with _make_node(args, _client_name(args, target), hidden=True) as node:
+        ok = await node.ping(target, timeout=args.timeout)
     print("pong" if ok else "pang")
     return 0 if ok else 1
 
@@ -104,7 +124,7 @@ def _parse_term(text: str, as_json: bool) -> Term:
 
 def _client_name(args: argparse.Namespace, target: str) -> str:
     # Without --name/--sname, take the target's host: it is reachable from here by definition.
-    host = parse_node_name(target)
+    host = own_node_name(target)
     return _node_name(args, f"cli_{secrets.token_hex(3)}@{host.host}", long=host.is_long)
 
 
@@ -112,10 +132,11 @@ async def _rpc(args: argparse.Namespace) -> int:
     call_args = _parse_term(args.args, args.json)
     if not isinstance(call_args, list):
         raise SystemExit("pyerl-node: ARGS must be a list, e.g. '[1, 2]'")
-    async with _make_node(args, _client_name(args, args.node), hidden=True) as node:
+    target = _target(args.node)
+    async with _make_node(args, _client_name(args, target), hidden=True) as node:
         try:
             result = await node.rpc(
-                args.node, args.module, args.function, call_args, timeout=args.timeout
+                target, args.module, args.function, call_args, timeout=args.timeout
             )
         except RpcError as exc:
             print(format_term((Atom("badrpc"), exc.reason)))
@@ -126,8 +147,9 @@ async def _rpc(args: argparse.Namespace) -> int:
 
 async def _send(args: argparse.Namespace) -> int:
     message = _parse_term(args.message, args.json)
-    async with _make_node(args, _client_name(args, args.node), hidden=True) as node:
-        await node.send((Atom(args.name_to), Atom(args.node)), message)
+    target = _target(args.node)
+    async with _make_node(args, _client_name(args, target), hidden=True) as node:
+        await node.send((Atom(args.name_to), Atom(target)), message)
         await asyncio.sleep(0.1)  # let the frame leave before the connection closes
     return 0
 
@@ -141,6 +163,7 @@ async def _names(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyerl-node", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("--version", action="version", version=f"pyerl-node {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a node until SIGINT/SIGTERM")
@@ -194,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except ErlNodeError as exc:
         print(f"pyerl-node: {exc}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -1,7 +1,9 @@
-"""The blocking facade for scripts: the same names as :class:`pyerl_node.node.Node`.
+"""The blocking facade for scripts: every verb of :class:`pyerl_node.Node`, same names.
 
-One event loop runs in a background thread; each method submits the matching coroutine to it
-and waits. ``with Node("py@127.0.0.1", cookie="c") as node: node.ping("beam@127.0.0.1")``.
+One event loop runs in a background thread; each method submits the matching coroutine (or
+the synchronous call) to it and waits. ``with Node("py", cookie="c") as node:
+node.ping("beam@host")``. A :class:`Mailbox` is a caller-driven process with the verbs of
+:class:`pyerl_node.Process`. ``tests/test_sync_parity.py`` keeps both sets of names equal.
 """
 
 from __future__ import annotations
@@ -12,65 +14,91 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pyerl_node.node import Destination
 from pyerl_node.node import Node as AsyncNode
+from pyerl_node.proto.flags import DistFlag
+from pyerl_node.proto.names import NodeName
 from pyerl_node.proto.terms import Atom, Pid, Reference, Term
+from pyerl_node.runtime.flush import Flush
+from pyerl_node.runtime.interface import Destination, NodeKind
+from pyerl_node.runtime.mailbox import Mailbox as AsyncMailbox
 from pyerl_node.runtime.mailbox import Matcher
-from pyerl_node.runtime.process import Process
+from pyerl_node.runtime.process import NORMAL, Process, ProcessBody
 
 T = TypeVar("T")
 
 
 class Mailbox:
-    """A caller-driven process of a sync :class:`Node`."""
+    """A caller-driven process of a sync :class:`Node` (the verbs of ``pyerl_node.Process``)."""
 
     def __init__(self, node: Node, proc: Process) -> None:
         self._node = node
         self.process = proc
         self.pid: Pid = proc.pid
 
+    @property
+    def alive(self) -> bool:
+        """Whether the process is still alive."""
+        return self.process.alive
+
     def receive(self, match: Matcher | None = None, timeout: float | None = None) -> Term:
+        """Selective receive: the first message ``match`` accepts (CallTimeout after
+        ``timeout`` seconds)."""
         return self._node._run(self.process.receive(match, timeout))
 
     def send(self, dest: Destination, message: Term) -> None:
+        """Send ``message`` from this process."""
         self._node._run(self.process.send(dest, message))
 
     def link(self, other: Pid) -> None:
+        """``link/1``."""
         self._node._call(self.process.link, other)
 
-    def monitor(self, target: Pid | Atom | tuple[Atom, Atom | str]) -> Reference:
-        ref: Reference = self._node._call(self.process.monitor, target)
-        return ref
+    def unlink(self, other: Pid) -> None:
+        """``unlink/1``."""
+        self._node._call(self.process.unlink, other)
 
-    def close(self) -> None:
-        self._node._call(self.process.exit, Atom("normal"))
+    def monitor(self, target: Destination) -> Reference:
+        """``monitor(process, Target)``."""
+        return self._node._call(self.process.monitor, target)
+
+    def demonitor(self, ref: Reference) -> None:
+        """``demonitor/1``."""
+        self._node._call(self.process.demonitor, ref)
+
+    def exit(self, reason: Term = NORMAL) -> None:
+        """End this process with ``reason``."""
+        self._node._call(self.process.exit, reason)
 
 
 class Node:
-    """A :class:`pyerl_node.node.Node` driven from blocking code."""
+    """A :class:`pyerl_node.Node` driven from blocking code; the arguments are the same."""
 
     def __init__(self, name: str, cookie: str | None = None, **options: Any) -> None:
+        self.node = AsyncNode(name, cookie, **options)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name=f"pyerl_node {name}", daemon=True
         )
         self._thread.start()
-        self.node = AsyncNode(name, cookie, **options)
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def _call(self, fn: Any, *args: Any) -> Any:
-        async def invoke() -> Any:
-            return fn(*args)
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        async def invoke() -> T:
+            return fn(*args, **kwargs)
 
         return self._run(invoke())
 
+    # -- lifecycle ------------------------------------------------------------------------------
+
     def start(self) -> Node:
+        """Start the node (see :meth:`pyerl_node.Node.start`)."""
         self._run(self.node.start())
         return self
 
     def stop(self) -> None:
+        """Stop the node and its event loop thread."""
         if self._loop.is_closed():
             return
         self._run(self.node.stop())
@@ -90,73 +118,210 @@ class Node:
         self.stop()
 
     @property
+    def name(self) -> NodeName:
+        """Our node name, split at its ``@``."""
+        return self.node.name
+
+    @property
     def node_atom(self) -> Atom:
+        """``node()``."""
         return self.node.node_atom
 
-    def connect(self, node: Atom | str) -> bool:
-        return self._run(self.node.connect(node))
+    @property
+    def port(self) -> int:
+        """The distribution port we listen on."""
+        return self.node.port
 
-    def ping(self, node: Atom | str, *, timeout: float = 10.0) -> bool:
-        return self._run(self.node.ping(node, timeout=timeout))
+    @property
+    def creation(self) -> int:
+        """Our creation."""
+        return self.node.creation
 
-    def send(self, dest: Destination, message: Term) -> None:
-        self._run(self.node.send(dest, message))
+    @property
+    def hidden(self) -> bool:
+        """Whether we are a hidden node."""
+        return self.node.hidden
+
+    @property
+    def cookie(self) -> str:
+        """The magic cookie."""
+        return self.node.cookie
+
+    # -- processes ------------------------------------------------------------------------------
+
+    def mailbox(self, name: Atom | str | None = None, *, trap_exit: bool = False,
+                mailbox: AsyncMailbox | None = None) -> Mailbox:
+        """A caller-driven process (see :meth:`pyerl_node.Node.mailbox`)."""
+        proc = self._call(self.node.mailbox, name, trap_exit=trap_exit, mailbox=mailbox)
+        return Mailbox(self, proc)
+
+    def spawn(self, body: ProcessBody, *, name: Atom | str | None = None,
+              link: Pid | None = None, trap_exit: bool = False) -> Process:
+        """Run the coroutine function ``body(process)`` as a process on the node's loop."""
+        return self._call(self.node.spawn, body, name=name, link=link, trap_exit=trap_exit)
+
+    def register(self, name: Atom | str, pid: Pid) -> None:
+        """``register/2``."""
+        self._call(self.node.register, name, pid)
+
+    def unregister(self, name: Atom | str) -> None:
+        """``unregister/1``."""
+        self._call(self.node.unregister, name)
+
+    def whereis(self, name: Atom | str) -> Pid | None:
+        """``whereis/1``."""
+        return self._call(self.node.whereis, name)
+
+    def registered(self) -> list[Atom]:
+        """``registered/0``."""
+        return self._call(self.node.registered)
+
+    def make_ref(self) -> Reference:
+        """``make_ref/0``."""
+        return self._call(self.node.make_ref)
+
+    def alias(self, proc: Process) -> Reference:
+        """``alias/0`` run by ``proc``."""
+        return self._call(self.node.alias, proc)
+
+    def unalias(self, ref: Reference) -> None:
+        """``unalias/1``."""
+        self._call(self.node.unalias, ref)
+
+    def link(self, a: Pid, b: Pid) -> None:
+        """``link/1`` run by local process ``a``."""
+        self._call(self.node.link, a, b)
+
+    def unlink(self, a: Pid, b: Pid) -> None:
+        """``unlink/1`` run by local process ``a``."""
+        self._call(self.node.unlink, a, b)
+
+    def monitor(self, watcher: Pid, target: Destination) -> Reference:
+        """``monitor(process, Target)`` by local ``watcher``."""
+        return self._call(self.node.monitor, watcher, target)
+
+    def demonitor(self, watcher: Pid, ref: Reference) -> None:
+        """``demonitor/1`` by local ``watcher``."""
+        self._call(self.node.demonitor, watcher, ref)
+
+    def monitor_node(self, watcher: Pid, node: Atom | str, enable: bool = True) -> None:
+        """``erlang:monitor_node/2``."""
+        self._call(self.node.monitor_node, watcher, node, enable)
+
+    def monitor_nodes(self, watcher: Pid, enable: bool = True) -> None:
+        """``net_kernel:monitor_nodes/1``."""
+        self._call(self.node.monitor_nodes, watcher, enable)
+
+    def exit(self, sender: Pid, target: Pid, reason: Term) -> None:
+        """``exit/2``."""
+        self._call(self.node.exit, sender, target, reason)
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def send(self, dest: Destination, message: Term, *, sender: Pid | None = None,
+             flush: Flush = Flush.SOON) -> None:
+        """Erlang's ``!``."""
+        self._run(self.node.send(dest, message, sender=sender, flush=flush))
 
     def call(self, dest: Destination, request: Term, *, timeout: float | None = 5.0) -> Term:
+        """``gen_server:call/3``."""
         return self._run(self.node.call(dest, request, timeout=timeout))
 
     def cast(self, dest: Destination, message: Term) -> None:
+        """``gen_server:cast/2``."""
         self._run(self.node.cast(dest, message))
 
-    def mailbox(self, name: Atom | str | None = None, *, trap_exit: bool = False) -> Mailbox:
-        proc: Process = self._call(self.node.mailbox, name)
-        proc.trap_exit = trap_exit
-        return Mailbox(self, proc)
+    def ping(self, node: Atom | str, *, timeout: float = 10.0) -> bool:
+        """``net_adm:ping/1``."""
+        return self._run(self.node.ping(node, timeout=timeout))
 
-    def nodes(self, *, hidden: bool = False) -> list[Atom]:
-        return self._call(lambda: self.node.nodes(hidden=hidden))  # type: ignore[no-any-return]
+    # -- rpc -------------------------------------------------------------------------------------
+
+    def expose(self, name: Atom | str, obj: object, *, threaded: bool = True) -> None:
+        """Publish ``obj``'s callables as Erlang module ``name``."""
+        self._call(self.node.expose, name, obj, threaded=threaded)
+
+    def erpc(self, node: Atom | str, module: Atom | str, function: Atom | str,
+             args: list[Term], *, timeout: float | None = 5.0) -> Term:
+        """``erpc:call/5``."""
+        return self._run(self.node.erpc(node, module, function, args, timeout=timeout))
+
+    def rpc(self, node: Atom | str, module: Atom | str, function: Atom | str,
+            args: list[Term], *, timeout: float | None = 5.0) -> Term:
+        """``rpc:call/5``."""
+        return self._run(self.node.rpc(node, module, function, args, timeout=timeout))
+
+    def multicall(self, nodes: list[Atom | str], module: Atom | str, function: Atom | str,
+                  args: list[Term], *,
+                  timeout: float | None = 5.0) -> tuple[list[Term], list[Atom]]:
+        """``rpc:multicall/5``."""
+        return self._run(self.node.multicall(nodes, module, function, args, timeout=timeout))
+
+    # -- nodes ---------------------------------------------------------------------------------
+
+    def nodes(self, kind: NodeKind = "visible") -> list[Atom]:
+        """``erlang:nodes/1``."""
+        return self._call(self.node.nodes, kind)
+
+    def connect(self, node: Atom | str) -> bool:
+        """``net_kernel:connect_node/1``."""
+        return self._run(self.node.connect(node))
 
     def disconnect(self, node: Atom | str) -> bool:
-        return self._call(self.node.disconnect, node)  # type: ignore[no-any-return]
+        """``erlang:disconnect_node/1``."""
+        return self._call(self.node.disconnect, node)
+
+    def peer_flags(self, node: Atom | str) -> DistFlag | None:
+        """The flags negotiated with ``node``."""
+        return self._call(self.node.peer_flags, node)
 
     # -- global --------------------------------------------------------------------------------
-    # The blocking forms of Node.global_*; see pyerl_node.services.global_names.
 
     def global_register(self, name: Term, pid: Pid, method: Term | None = None) -> bool:
+        """``global:register_name/2,3``."""
         return self._run(self.node.global_register(name, pid, method))
 
     def global_re_register(self, name: Term, pid: Pid, method: Term | None = None) -> None:
+        """``global:re_register_name/2,3``."""
         self._run(self.node.global_re_register(name, pid, method))
 
     def global_unregister(self, name: Term) -> None:
+        """``global:unregister_name/1``."""
         self._run(self.node.global_unregister(name))
 
     def global_whereis(self, name: Term) -> Pid | None:
-        return self._call(self.node.global_whereis, name)  # type: ignore[no-any-return]
+        """``global:whereis_name/1``."""
+        return self._call(self.node.global_whereis, name)
 
     def global_registered_names(self) -> list[Term]:
-        return self._call(self.node.global_registered_names)  # type: ignore[no-any-return]
+        """``global:registered_names/0``."""
+        return self._call(self.node.global_registered_names)
 
-    def global_send(self, name: Term, message: Term) -> Pid:
-        return self._run(self.node.global_send(name, message))
+    def global_send(self, name: Term, message: Term, *, sender: Pid | None = None) -> Pid:
+        """``global:send/2``."""
+        return self._run(self.node.global_send(name, message, sender=sender))
 
     def global_sync(self, nodes: list[Atom] | None = None, *,
                     timeout: float | None = None) -> None:
+        """``global:sync/0,1``."""
         self._run(self.node.global_sync(nodes, timeout=timeout))
 
     def global_set_lock(self, lock_id: tuple[Term, Term], nodes: list[Atom] | None = None,
                         retries: int | None = None) -> bool:
+        """``global:set_lock/1,2,3``."""
         return self._run(self.node.global_set_lock(lock_id, nodes, retries))
 
     def global_del_lock(self, lock_id: tuple[Term, Term],
                         nodes: list[Atom] | None = None) -> None:
+        """``global:del_lock/1,2``."""
         self._run(self.node.global_del_lock(lock_id, nodes))
 
     def global_trans(self, lock_id: tuple[Term, Term], fun: Callable[[], T],
                      nodes: list[Atom] | None = None, retries: int | None = None) -> T | Atom:
-        """``fun()`` runs in a worker thread while the lock is held (the node keeps serving)."""
+        """``global:trans/2,3,4``: ``fun()`` runs in a worker thread while the lock is held
+        (the node keeps serving meanwhile)."""
         async def in_thread() -> T:
             return await asyncio.to_thread(fun)
 
-        return self._run(self.node.global_trans(lock_id, in_thread, nodes, retries))  # type: ignore[no-any-return]
-
+        result: T | Atom = self._run(self.node.global_trans(lock_id, in_thread, nodes, retries))
+        return result

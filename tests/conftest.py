@@ -23,7 +23,7 @@ async def pair() -> AsyncIterator[tuple[Node, Node]]:
     """Two started nodes ``a…@127.0.0.1`` and ``b…@127.0.0.1`` sharing one embedded EPMD."""
     port = free_port()
     tag = secrets.token_hex(3)
-    a = Node(f"a{tag}@127.0.0.1", "cookie", epmd_port=port)
+    a = Node(f"a{tag}@127.0.0.1", "cookie", epmd_port=port, embedded_epmd=True)
     b = Node(f"b{tag}@127.0.0.1", "cookie", epmd_port=port)
     await a.start()  # nothing listens on the port: a starts the Python EPMD
     await b.start()

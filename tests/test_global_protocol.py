@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from pyerl_node.gen import GEN_CALL, GEN_CAST
 from pyerl_node.node import Node
 from pyerl_node.proto.terms import Atom, Pid, Term
+from pyerl_node.runtime.genserver import GEN_CALL, GEN_CAST
 from pyerl_node.runtime.process import Process
 from pyerl_node.services.global_calls import GNS, locker_lock_id, multi_call
 from tests.test_global_python import Cluster
@@ -158,9 +158,9 @@ async def test_passive_lock_path(scripted: tuple[Node, FakeGns],
     locker locks its own partition with the same lock id and answers."""
     a, fake = scripted
     b = fake.node
-    assert a.global_service is not None
+    assert a._global is not None
     # a's locker never times out here, however slow the machine: the peer is first
-    monkeypatch.setattr(a.global_service.locker, "_timeout", lambda: None)
+    monkeypatch.setattr(a._global.locker, "_timeout", lambda: None)
     assert await b.connect(a.node_atom)
     my_tag, a_locker = init_connect_tag(await fake.next(), a)
     his_tag = 42
@@ -190,7 +190,7 @@ async def test_passive_lock_path(scripted: tuple[Node, FakeGns],
     await multi_call(fake.locker, [a.node_atom], (DEL_LOCK, lock_id), timeout=3)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 3
-    while a.global_service.tables.is_lock_set(Atom("global")):
+    while a._global.tables.is_lock_set(Atom("global")):
         assert loop.time() < deadline, "a still holds the session lock"
         await asyncio.sleep(0.01)
     # a stale tag is refused: the session is over, a sends nothing back

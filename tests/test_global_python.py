@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from pyerl_node.gen import GEN_CALL
 from pyerl_node.node import Node
 from pyerl_node.proto.errors import LocalProtocolError, NoProc
 from pyerl_node.proto.terms import Atom, Export, Term
+from pyerl_node.runtime.genserver import GEN_CALL
 from pyerl_node.runtime.process import Process
 from pyerl_node.services.global_calls import GNS, multi_call
 from pyerl_node.services.global_names import GlobalNameServer
@@ -36,6 +36,7 @@ class Cluster:
 
     async def node(self, prefix: str, **options: object) -> Node:
         options.setdefault("global_names", True)
+        options.setdefault("embedded_epmd", True)
         node = Node(f"{prefix}{self.tag}@127.0.0.1", "cookie", epmd_port=self.port,
                     **options)  # type: ignore[arg-type]
         await node.start()
@@ -65,8 +66,8 @@ async def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> No
 
 
 def require(node: Node) -> GlobalNameServer:
-    assert node.global_service is not None
-    return node.global_service
+    assert node._global is not None
+    return node._global
 
 
 def mesh(nodes: list[Node]) -> bool:
@@ -306,7 +307,8 @@ def test_sync_facade() -> None:
     from pyerl_node.sync import Node as SyncNode
 
     port, tag = free_port(), secrets.token_hex(3)
-    with SyncNode(f"s1{tag}@127.0.0.1", "cookie", epmd_port=port) as a, \
+    with SyncNode(f"s1{tag}@127.0.0.1", "cookie", epmd_port=port,
+                     embedded_epmd=True) as a, \
             SyncNode(f"s2{tag}@127.0.0.1", "cookie", epmd_port=port) as b:
         assert a.connect(b.node_atom)
         a.global_sync(timeout=5)

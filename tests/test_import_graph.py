@@ -81,7 +81,7 @@ def _resolve(target: str, known: set[str]) -> str:
         if candidate in known:
             return candidate
         parts.pop()
-    return target.split(".")[0]
+    return target.split(".", maxsplit=1)[0]
 
 
 GRAPH = {name: imports_of(name, path.read_text(encoding="utf-8"), MODULES)

@@ -11,18 +11,21 @@ import secrets
 
 import pytest
 
-from pyerl_node import gen
 from pyerl_node.gen import From, GenServer, start_server
 from pyerl_node.node import Node
 from pyerl_node.proto.errors import CallTimeout, NodeDown, NoProc, ProcessExit
 from pyerl_node.proto.terms import Atom, Pid, Term
-from pyerl_node.runtime.channel import Flush
+from pyerl_node.runtime import genserver as gen
+from pyerl_node.runtime.flush import Flush
 from pyerl_node.runtime.process import Process
 
 EXIT = Atom("EXIT")
 DOWN = Atom("DOWN")
 
 
+def _links(node: Node, pid: Pid) -> set[Pid]:
+    proc = node._kernel.process(pid)
+    return set() if proc is None else set(proc.links)
 
 
 class Echo(GenServer):
@@ -140,7 +143,7 @@ async def test_unlink_stops_exit_propagation(pair: tuple[Node, Node]) -> None:
     await asyncio.sleep(0.1)
     local.unlink(remote.pid)
     await asyncio.sleep(0.1)
-    assert a.pid_links(local.pid) == set() and b.pid_links(remote.pid) == set()
+    assert _links(a, local.pid) == set() and _links(b, remote.pid) == set()
     remote.exit(Atom("boom"))
     await asyncio.sleep(0.2)
     assert local.alive
@@ -210,7 +213,7 @@ async def test_simultaneous_connect_ends_in_one_connection(pair: tuple[Node, Nod
 
 async def test_wrong_cookie_is_refused_and_node_keeps_running(pair: tuple[Node, Node]) -> None:
     a, b = pair
-    intruder = Node(f"x{secrets.token_hex(3)}@127.0.0.1", "wrong", epmd_port=a.epmd_port)
+    intruder = Node(f"x{secrets.token_hex(3)}@127.0.0.1", "wrong", epmd_port=a._kernel.epmd_port)
     async with intruder:
         assert not await intruder.ping(a.node_atom, timeout=3)
     assert await a.ping(b.node_atom)
@@ -219,7 +222,7 @@ async def test_wrong_cookie_is_refused_and_node_keeps_running(pair: tuple[Node, 
 async def test_gen_call_helper_direct(pair: tuple[Node, Node]) -> None:
     a, b = pair
     srv = start_server(b, Echo())
-    assert await gen.call(a, srv.pid, 7) == (Atom("echo"), 7)
+    assert await gen.call(a._kernel, srv.pid, 7) == (Atom("echo"), 7)
     assert isinstance(srv.pid, Pid)
 
 
@@ -272,7 +275,7 @@ async def test_flush_now_writes_before_the_loop_turns(pair: tuple[Node, Node]) -
     box = b.mailbox(name="inbox")
     await a.send((Atom("inbox"), b.node_atom), "warm-up")
     await box.receive(timeout=5)
-    channel = a.connected_channel(b.node_atom)
+    channel = a._kernel.connected_channel(b.node_atom)
     assert channel is not None
     await a.send((Atom("inbox"), b.node_atom), "soon")
     assert channel.queued_bytes > 0  # still queued

@@ -18,7 +18,7 @@ from tests.conftest import free_port
 def test_sync_nodes_ping_send_and_receive() -> None:
     port = free_port()
     tag = secrets.token_hex(3)
-    with Node(f"s1{tag}@127.0.0.1", "c", epmd_port=port) as one, Node(
+    with Node(f"s1{tag}@127.0.0.1", "c", epmd_port=port, embedded_epmd=True) as one, Node(
         f"s2{tag}@127.0.0.1", "c", epmd_port=port
     ) as two:
         assert one.ping(two.node_atom)
@@ -54,7 +54,7 @@ def test_cli_run_ping_names_and_sigterm(tmp_path: Path) -> None:
     port = free_port()
     env = os.environ | {"ERL_EPMD_PORT": str(port), "HOME": str(tmp_path)}
     name = f"cli{secrets.token_hex(3)}@127.0.0.1"
-    server = _cli("run", "--name", name, "--cookie", "k", env=env, log=tmp_path / "log")
+    server = _cli("run", "--embedded-epmd", "--name", name, "--cookie", "k", env=env, log=tmp_path / "log")
     try:
         assert server.stdout is not None
         line = server.stdout.readline()
@@ -85,7 +85,7 @@ def test_cli_cookie_defaults_to_erlang_cookie_file(tmp_path: Path) -> None:
     port = free_port()
     env = os.environ | {"ERL_EPMD_PORT": str(port), "HOME": str(tmp_path)}
     name = f"ck{secrets.token_hex(3)}@127.0.0.1"
-    server = _cli("run", "--name", name, env=env, log=tmp_path / "log")
+    server = _cli("run", "--embedded-epmd", "--name", name, env=env, log=tmp_path / "log")
     try:
         assert server.stdout is not None
         server.stdout.readline()

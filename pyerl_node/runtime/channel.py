@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from enum import Enum
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from pyerl_node.proto.connection import BadFrame, Connection
 from pyerl_node.proto.control import ControlMessage, UnknownControl
@@ -37,11 +37,10 @@ from pyerl_node.proto.handshake import (
 from pyerl_node.proto.names import parse_node_name
 from pyerl_node.proto.terms import Atom
 from pyerl_node.runtime import epmd_client
+from pyerl_node.runtime.flush import LATER_DELAY, Flush
+from pyerl_node.runtime.transport import ListenOptions
 
-if TYPE_CHECKING:
-    from pyerl_node.node import Node
-
-log = logging.getLogger("pyerl_node.runtime.channel")
+log = logging.getLogger("pyerl_node.channel")
 
 # Senders wait (``drain``) while more than this is queued for the socket: bounded memory.
 _HIGH_WATER = 4 * 1024 * 1024
@@ -62,25 +61,36 @@ class HandshakeRefusedError(HandshakeError):
     """We answered the peer's send_name with nok, not_allowed or alive-then-false."""
 
 
-class Flush(Enum):
-    """When a queued control message is written to the socket."""
+class ChannelOwner(Protocol):
+    """What a channel needs of its node: identity for the handshake, and the callbacks that
+    tell the kernel about connections and hand it control messages."""
 
-    #: with the other sends of this turn of the event loop, in one write (the default)
-    SOON = "soon"
-    #: at once: the caller is about to wait for the answer
-    NOW = "now"
-    #: with the next write, or within ``LATER_DELAY`` (a demonitor: nobody waits for it)
-    LATER = "later"
+    node_atom: Atom
+    cookie: str
+    flags: DistFlag
+    creation: int
+    hidden: bool
+    net_ticktime: float
+    epmd_port: int
+    listen_options: ListenOptions
+    challenge_source: Callable[[], int]
 
+    def accept_decision(self, peer: Atom) -> Status: ...
 
-#: The longest a ``Flush.LATER`` message waits for another write to go with.
-LATER_DELAY = 0.005
+    def channel_up(self, channel: Channel) -> None: ...
+
+    def channel_down(self, channel: Channel) -> None: ...
+
+    def channel_failed(self, peer: Atom | None, error: BaseException) -> None: ...
+
+    def dispatch(self, channel: Channel, msg: Any) -> None: ...
 
 
 class Channel(asyncio.Protocol):
     """The connection to one peer, from the first handshake byte to the close."""
 
-    def __init__(self, node: Node, *, initiator: bool, peer: Atom | None = None) -> None:
+    def __init__(self, node: ChannelOwner, *, initiator: bool,
+                 peer: Atom | None = None) -> None:
         self.node = node
         self.initiator = initiator
         self.peer: Atom = peer if peer is not None else Atom("")
@@ -98,6 +108,18 @@ class Channel(asyncio.Protocol):
         self._closed = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._paused_writing = False
+        #: the peer's (address, port), once connected
+        self.address: tuple[str, int] | None = None
+        #: why the connection ended, for the log line that says it went down
+        self.down_reason = "closed by the peer"
+
+    @property
+    def where(self) -> str:
+        """The peer's address for log lines: ``host:port`` or ``[v6]:port``."""
+        if self.address is None:
+            return "?"
+        host, port = self.address[0], self.address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -105,6 +127,9 @@ class Channel(asyncio.Protocol):
         # (a stream transport; other event loops, uvloop's, do not subclass asyncio.Transport)
         self._transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=_HIGH_WATER)
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, tuple) and len(peername) >= 2:
+            self.address = (str(peername[0]), int(peername[1]))
         node = self.node
         common = {
             "local_name": node.node_atom.name,
@@ -149,15 +174,17 @@ class Channel(asyncio.Protocol):
         self._handshake_data(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed and exc is not None:
+            self.down_reason = f"connection lost: {exc}"
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
         if not self.handshake_done.done():
-            self.handshake_done.set_exception(
-                ConnectionLost(f"{self.peer.name or 'peer'} closed during the handshake")
-            )
+            self.handshake_done.set_exception(ConnectionLost(
+                f"{self.peer.name or 'the peer'} ({self.where}) closed the connection during "
+                "the handshake (a cookie mismatch is the usual cause)"))
             self.handshake_done.exception()
             return
         self.node.channel_down(self)
@@ -255,15 +282,14 @@ class Channel(asyncio.Protocol):
             # a wrong cookie or broken bytes are worth a WARNING, once per attempt.
             routine = isinstance(exc, PeerWinsSimultaneousError | HandshakeRefusedError)
             log.log(logging.INFO if routine else logging.WARNING,
-                    "handshake with %s failed: %s", self.peer.name or "peer", exc)
+                    "handshake with %s (%s) failed: %s", self.peer.name or "a peer",
+                    self.where, exc)
             if not self.handshake_done.done():
                 self.handshake_done.set_exception(exc)
                 self.handshake_done.exception()
             if not self.initiator:
                 self.node.channel_failed(self.peer if self.peer.name else None, exc)
-        else:
-            log.warning("connection to %s failed: %s", self.peer.name, exc)
-        self.close()
+        self.close(str(exc))
 
     # -- connected -------------------------------------------------------------------------------
 
@@ -329,7 +355,10 @@ class Channel(asyncio.Protocol):
         self.flush()
         self._arm_timer()
 
-    def close(self) -> None:
+    def close(self, reason: str | None = None) -> None:
+        """Close the connection (``reason``: why, for the log line of it going down)."""
+        if reason is not None and not self._closed:
+            self.down_reason = reason
         if self._timer is not None:
             self._timer.cancel()
         if self._later is not None:
@@ -341,7 +370,7 @@ class Channel(asyncio.Protocol):
             self._transport.close()
 
 
-async def dial(node: Node, peer: Atom) -> Channel:
+async def dial(node: ChannelOwner, peer: Atom) -> Channel:
     """Connect to ``peer`` (EPMD lookup, TCP, handshake as initiator)."""
     name = parse_node_name(peer.name)
     try:
@@ -353,7 +382,8 @@ async def dial(node: Node, peer: Atom) -> Channel:
                        f"{address.highest_version} only; we need 6")
     loop = asyncio.get_running_loop()
     _, channel = await loop.create_connection(
-        lambda: Channel(node, initiator=True, peer=peer), name.host, address.port
+        lambda: Channel(node, initiator=True, peer=peer), name.host, address.port,
+        family=node.listen_options.family,
     )
     try:
         await channel.handshake_done

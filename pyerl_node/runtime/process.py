@@ -1,8 +1,9 @@
 """Python processes: a pid, a mailbox, links and monitors, and Erlang's exit semantics.
 
 A :class:`Process` is either driven by a coroutine (``Node.spawn``) or by the caller
-(``Node.mailbox``). The node routes signals to it; this module decides what a signal does to
-the process (``handle_exit_signal``) and keeps the bookkeeping of links and monitors.
+(``Node.mailbox``). The kernel routes signals to it; this module decides what a signal does to
+the process (:func:`exit_action`) and keeps the bookkeeping of links and monitors. A process
+reaches its node through :class:`ProcessHost`, the part of the kernel its own verbs need.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pyerl_node.proto.terms import Atom, Pid, Reference, Term
+from pyerl_node.runtime.flush import Flush
 from pyerl_node.runtime.mailbox import Mailbox, Matcher
 
-if TYPE_CHECKING:
-    from pyerl_node.node import Node
+#: Where a message goes: a pid, a registered name, ``(name, node)`` or an alias.
+Destination = Pid | Atom | str | Reference | tuple[Atom | str, Atom | str]
 
 NORMAL = Atom("normal")
 KILL = Atom("kill")
@@ -28,6 +30,34 @@ NOPROC = Atom("noproc")
 NOCONNECTION = Atom("noconnection")
 
 ProcessBody = Callable[["Process"], Coroutine[Any, Any, Any]]
+
+
+class ProcessHost(Protocol):
+    """What a process and a GenServer need of their node (the kernel implements it)."""
+
+    @property
+    def node_atom(self) -> Atom: ...
+
+    async def send(self, dest: Destination, message: Term, *, sender: Pid | None = None,
+                   flush: Flush = Flush.SOON) -> None: ...
+
+    def link(self, a: Pid, b: Pid) -> None: ...
+
+    def unlink(self, a: Pid, b: Pid) -> None: ...
+
+    def monitor(self, watcher: Pid, target: Destination, *, ref: Reference | None = None,
+                flush: Flush = Flush.SOON) -> Reference: ...
+
+    def demonitor(self, watcher: Pid, ref: Reference) -> None: ...
+
+    def terminate(self, proc: Process, reason: Term) -> None: ...
+
+    def make_ref(self) -> Reference: ...
+
+    def supports_alias(self, node: Atom) -> bool: ...
+
+    def new_process(self, name: Atom | str | None = None, *, trap_exit: bool = False,
+                    mailbox: Mailbox | None = None) -> Process: ...
 
 
 @dataclass(slots=True)
@@ -46,7 +76,7 @@ class MonitorEntry:
 class Process:
     """One Erlang-visible process on a Python node."""
 
-    node: Node
+    host: ProcessHost
     pid: Pid
     mailbox: Mailbox = field(default_factory=Mailbox)
     trap_exit: bool = False
@@ -72,25 +102,29 @@ class Process:
         """Selective receive: the first message ``match`` accepts (see :class:`Mailbox`)."""
         return await self.mailbox.receive(match, timeout)
 
-    async def send(self, dest: Term, message: Term) -> None:
+    async def send(self, dest: Destination, message: Term) -> None:
         """Send ``message`` to a pid, a registered name, ``(name, node)`` or an alias."""
-        await self.node.send(dest, message, sender=self.pid)
+        await self.host.send(dest, message, sender=self.pid)
 
     def link(self, other: Pid) -> None:
-        self.node.link(self.pid, other)
+        """``link/1``: exit signals travel both ways between this process and ``other``."""
+        self.host.link(self.pid, other)
 
     def unlink(self, other: Pid) -> None:
-        self.node.unlink(self.pid, other)
+        """``unlink/1``."""
+        self.host.unlink(self.pid, other)
 
-    def monitor(self, target: Pid | Atom | tuple[Atom, Atom | str]) -> Reference:
-        return self.node.monitor(self.pid, target)
+    def monitor(self, target: Destination) -> Reference:
+        """``monitor(process, Target)``: a ``DOWN`` message when ``target`` ends."""
+        return self.host.monitor(self.pid, target)
 
     def demonitor(self, ref: Reference) -> None:
-        self.node.demonitor(self.pid, ref)
+        """``demonitor/1``."""
+        self.host.demonitor(self.pid, ref)
 
     def exit(self, reason: Term = NORMAL) -> None:
         """End this process with ``reason`` (links and monitors are told)."""
-        self.node.terminate(self, reason)
+        self.host.terminate(self, reason)
 
     def __repr__(self) -> str:
         state = "alive" if self.alive else f"exited {self.exit_reason!r}"

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
-from pyerl_node.gen import GEN_CALL
 from pyerl_node.proto.errors import CallTimeout, ErlNodeError
 from pyerl_node.proto.terms import Atom, Pid, Reference, Term
+from pyerl_node.runtime.genserver import GEN_CALL
+from pyerl_node.runtime.interface import NodeServices
 from pyerl_node.runtime.process import DOWN, Process
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
+from pyerl_node.services.global_tables import Tables
 
 GNS = Atom("global_name_server")
 GLOBAL = Atom("global")
@@ -37,22 +37,38 @@ DEL_LOCK = Atom("del_lock")
 CALL_TIMEOUT = 30.0
 
 
+#: Our own name server's answer to a call from a local process (``call_local``).
+LocalAnswer = Callable[[Term, Pid], Term]
+
+
+class NameServer(Protocol):
+    """What the locker and the registrar use of their node's ``global_name_server``."""
+
+    node: NodeServices
+    me: Atom
+    known: dict[Atom, int]
+    tables: Tables
+
+    def call_local(self, request: Term, caller: Pid) -> Term: ...
+
+
 async def multi_call(
-    proc: Process, nodes: Iterable[Atom], request: Term, *, timeout: float = CALL_TIMEOUT
+    proc: Process, nodes: Iterable[Atom], request: Term, *, timeout: float = CALL_TIMEOUT,
+    local: LocalAnswer | None = None,
 ) -> tuple[dict[Atom, Term], list[Atom]]:
     """``gen_server:multi_call(Nodes, global_name_server, Request)`` from ``proc``.
 
-    Returns (replies by node, bad nodes).
+    ``local`` answers for our own node, when given. Returns (replies by node, bad nodes).
     """
-    node = proc.node
+    node = proc.host
     waiting: dict[Reference, Atom] = {}
     bad: list[Atom] = []
     replies: dict[Atom, Term] = {}
     for target in dict.fromkeys(nodes):
-        if target is node.node_atom and node.global_service is not None:
+        if target is node.node_atom and local is not None:
             # our own name server answers at once: the same answer as a message round trip
             # (every request here is answered synchronously), without two loop hops
-            replies[target] = node.global_service.call_local(request, proc.pid)
+            replies[target] = local(request, proc.pid)
             continue
         ref = proc.monitor((GNS, target))
         try:
@@ -91,7 +107,8 @@ async def multi_call(
 
 
 async def set_lock_on_nodes(
-    proc: Process, lock_id: Term, nodes: list[Atom], local_free: bool = True
+    proc: Process, lock_id: Term, nodes: list[Atom], local_free: bool = True, *,
+    local: LocalAnswer | None = None,
 ) -> bool:
     """One attempt to take ``lock_id`` on ``nodes`` (OTP ``set_lock_on_nodes``).
 
@@ -103,29 +120,31 @@ async def set_lock_on_nodes(
         return True
     if len(nodes) > 1 and proc.pid.node in nodes and not local_free:
         return False
-    replies, _bad = await multi_call(proc, nodes, (SET_LOCK, lock_id))
+    replies, _bad = await multi_call(proc, nodes, (SET_LOCK, lock_id), local=local)
     granted = [n for n, r in replies.items() if r is True]
     if len(granted) == len(replies):
         return True
     if len(replies) > 1 and granted:
-        await multi_call(proc, granted, (DEL_LOCK, lock_id))
+        await multi_call(proc, granted, (DEL_LOCK, lock_id), local=local)
     return False
 
 
-async def del_lock(proc: Process, lock_id: Term, nodes: Iterable[Atom]) -> None:
+async def del_lock(proc: Process, lock_id: Term, nodes: Iterable[Atom], *,
+                   local: LocalAnswer | None = None) -> None:
     """``global:del_lock(Id, Nodes)``: always succeeds."""
     nodes = list(nodes)
     if nodes:
-        await multi_call(proc, nodes, (DEL_LOCK, lock_id))
+        await multi_call(proc, nodes, (DEL_LOCK, lock_id), local=local)
 
 
-async def delete_global_lock(proc: Process, lock_id: Term, nodes: list[Atom]) -> None:
+async def delete_global_lock(proc: Process, lock_id: Term, nodes: list[Atom], *,
+                             local: LocalAnswer | None = None) -> None:
     """Release ``lock_id`` everywhere, the boss last (OTP ``delete_global_lock``)."""
     if not nodes:
         return
     boss = the_boss(nodes)
-    await del_lock(proc, lock_id, [n for n in nodes if n is not boss])
-    await del_lock(proc, lock_id, [boss])
+    await del_lock(proc, lock_id, [n for n in nodes if n is not boss], local=local)
+    await del_lock(proc, lock_id, [boss], local=local)
 
 
 def the_boss(nodes: Iterable[Atom]) -> Atom:

@@ -27,23 +27,20 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from pyerl_node.gen import GEN_CAST
 from pyerl_node.proto.errors import CallTimeout, ErlNodeError
 from pyerl_node.proto.terms import Atom, Pid, Term
+from pyerl_node.runtime.genserver import GEN_CAST
 from pyerl_node.runtime.process import Process
 from pyerl_node.services.global_calls import (
     GNS,
+    NameServer,
     del_lock,
     delete_global_lock,
     locker_lock_id,
     set_lock_on_nodes,
     the_boss,
 )
-
-if TYPE_CHECKING:
-    from pyerl_node.services.global_names import GlobalNameServer
 
 log = logging.getLogger("pyerl_node.global")
 
@@ -77,7 +74,7 @@ def _is_lock_set_msg(msg: Term) -> bool:
 class Locker:
     """OTP's ``the_locker`` for one node; ``run`` is the body of its process."""
 
-    def __init__(self, gns: GlobalNameServer) -> None:
+    def __init__(self, gns: NameServer) -> None:
         self.gns = gns
         self.others: list[Him] = []
         self.known: list[Atom] = []
@@ -87,7 +84,7 @@ class Locker:
 
     @property
     def me(self) -> Atom:
-        return self.proc.node.node_atom
+        return self.proc.host.node_atom
 
     async def run(self, proc: Process) -> None:
         self.proc = proc
@@ -234,14 +231,14 @@ class Locker:
             if msg[0] is CANCEL:
                 if msg[3] is not None:
                     await msg[3]()
-                await delete_global_lock(self.proc, lock_id, known1)
+                await delete_global_lock(self.proc, lock_id, known1, local=self.gns.call_local)
                 self._remove_node(him.node, him.my_tag)
                 return
             current = len(msg) == 4 or msg[4] == him.my_tag
             if not current:
                 continue  # an answer to an older session with that node
             if msg[2] is not True:
-                await delete_global_lock(self.proc, lock_id, known1)
+                await delete_global_lock(self.proc, lock_id, known1, local=self.gns.call_local)
                 return
             await self._tell_gns_lock_is_set(him.node, him.my_tag, lock_id)
             await self._wait_cancel_lock(him.node, lock_id, him.my_tag, known1)
@@ -261,7 +258,7 @@ class Locker:
         msg = await self.proc.receive(cancel)
         if msg[3] is not None:
             await msg[3]()
-        await delete_global_lock(self.proc, lock_id, known)
+        await delete_global_lock(self.proc, lock_id, known, local=self.gns.call_local)
 
     async def _lock_nodes_safely(self, lock_id: Term, extra: list[Atom]) -> bool:
         """Lock the boss first, then me and ``extra``, then the rest of my partition."""
@@ -274,13 +271,14 @@ class Locker:
         self._drain_known_updates()
         second = [n for n in [me, *extra] if n not in first]
         if not await self._set_lock(lock_id, second):
-            await del_lock(self.proc, lock_id, first)
+            await del_lock(self.proc, lock_id, first, local=self.gns.call_local)
             return False
         if not await self._set_lock(lock_id, [n for n in self.known if n not in first]):
-            await del_lock(self.proc, lock_id, first + second)
+            await del_lock(self.proc, lock_id, first + second, local=self.gns.call_local)
             return False
         return True
 
     async def _set_lock(self, lock_id: Term, nodes: list[Atom]) -> bool:
         return await set_lock_on_nodes(self.proc, lock_id, nodes,
-                                       local_free=self.gns.tables.can_set_lock(lock_id))
+                                       local_free=self.gns.tables.can_set_lock(lock_id),
+                                       local=self.gns.call_local)

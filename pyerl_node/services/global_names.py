@@ -36,9 +36,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pyerl_node.gen import GEN_CALL, GEN_CAST, NOREPLY, reply
 from pyerl_node.proto.errors import ErlNodeError
 from pyerl_node.proto.terms import Atom, Pid, Reference, Term, freeze
+from pyerl_node.runtime.genserver import GEN_CALL, GEN_CAST, NOREPLY, reply
 from pyerl_node.runtime.process import DOWN, KILL, Process
 from pyerl_node.services.global_calls import DEL_LOCK, GLOBAL, GNS, SET_LOCK
 from pyerl_node.services.global_locker import (
@@ -62,7 +62,8 @@ from pyerl_node.services.global_resolve import (
 from pyerl_node.services.global_tables import LOCK_KEY, Tables, is_lock_id
 
 if TYPE_CHECKING:
-    from pyerl_node.node import Node
+    from pyerl_node.runtime.interface import NodeServices
+    from pyerl_node.services.rpc import Exposed
 
 log = logging.getLogger("pyerl_node.global")
 
@@ -123,8 +124,9 @@ class Syncer:
 class GlobalNameServer:
     """``global_name_server`` and its helper processes on one node."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeServices, exposed: Exposed) -> None:
         self.node = node
+        self.exposed = exposed
         self.me = node.node_atom
         self.known: dict[Atom, int] = {}
         self.pending: dict[Atom, int] = {}
@@ -133,7 +135,7 @@ class GlobalNameServer:
         self.sessions: dict[Atom, SessionState] = {}
         self.resolvers: dict[Atom, tuple[int, Process | None]] = {}
         self.tables = Tables(self.me, self._monitor, self._demonitor,
-                             lambda pid: node.registry.get(pid) is not None)
+                             lambda pid: node.process(pid) is not None)
         self.syncers: list[Syncer] = []
         self.lost_connections: dict[tuple[Atom, Atom], tuple[int, int, float]] = {}
         self.creation_id = secrets.randbits(58) + node.creation
@@ -151,7 +153,7 @@ class GlobalNameServer:
         node.monitor_nodes(self.proc.pid)
         self.locker_proc = node.spawn(self.locker.run)
         self.registrar.start()
-        node.expose(GLOBAL, GlobalModule(node, lambda: self.proc.pid))
+        self.exposed.expose(GLOBAL, GlobalModule(node, self.exposed, lambda: self.proc.pid))
 
     async def _serve(self, proc: Process) -> None:
         try:
@@ -187,7 +189,7 @@ class GlobalNameServer:
         return None if st is None else st.my_tag
 
     def _connected(self, node: Atom) -> bool:
-        return self.node.peer_flags(node) is not None
+        return self.node.is_connected(node)
 
     async def _cast(self, node: Atom, msg: Term) -> None:
         """``gen_server:cast({global_name_server, Node}, Msg)``; never blocks on a connect."""
@@ -448,7 +450,7 @@ class GlobalNameServer:
         async def resolve(proc: Process) -> None:
             ops, res = await exchange_names(
                 name_list, self.tables.lookup, self.me.name < node.name,
-                remote_resolver(self.node, proc.pid))
+                remote_resolver(self.node, self.exposed, proc.pid))
             await proc.send(GNS, (GEN_CAST, (EXCHANGE_OPS, node, tag, ops, res)))
 
         self.resolvers[node] = (tag, self.node.spawn(resolve))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from pyerl_node.proto.errors import LocalProtocolError, NoProc
 from pyerl_node.proto.terms import Atom, Pid, Term, freeze
@@ -25,6 +25,7 @@ from pyerl_node.runtime.process import Process
 from pyerl_node.services.global_calls import (
     DEL_LOCK,
     GLOBAL,
+    NameServer,
     delete_global_lock,
     multi_call,
     random_sleep,
@@ -33,9 +34,6 @@ from pyerl_node.services.global_calls import (
 )
 from pyerl_node.services.global_resolve import METHODS, RANDOM_EXIT
 from pyerl_node.services.global_tables import is_lock_id
-
-if TYPE_CHECKING:
-    from pyerl_node.services.global_names import GlobalNameServer
 
 log = logging.getLogger("pyerl_node.global")
 
@@ -70,10 +68,11 @@ def _name(name: Term) -> Term:
 class Registrar:
     """The registrar process of one node and the API that runs through it."""
 
-    def __init__(self, gns: GlobalNameServer) -> None:
+    def __init__(self, gns: NameServer) -> None:
         self.gns = gns
         self.tables = gns.tables
         self.node = gns.node
+        self._local = gns.call_local
         self.proc: Process
         self._lock_owners: dict[Term, Process] = {}
 
@@ -101,7 +100,7 @@ class Registrar:
         try:
             return await fun(proc, nodes)
         finally:
-            await delete_global_lock(proc, lock_id, nodes)
+            await delete_global_lock(proc, lock_id, nodes, local=self._local)
 
     async def _set_lock_known(self, proc: Process, lock_id: Term) -> list[Atom]:
         times = 0
@@ -109,12 +108,13 @@ class Registrar:
             known = list(self.gns.known)
             nodes = [self.gns.me, *known]
             boss = the_boss(nodes)
-            if await set_lock_on_nodes(proc, lock_id, [boss]):
+            if await set_lock_on_nodes(proc, lock_id, [boss], local=self._local):
                 if (await set_lock_on_nodes(proc, lock_id, nodes,
-                                            local_free=self.tables.can_set_lock(lock_id))
+                                            local_free=self.tables.can_set_lock(lock_id),
+                                            local=self._local)
                         and not set(self.gns.known) - set(known)):
                     return nodes
-                await multi_call(proc, [boss], (DEL_LOCK, lock_id))
+                await multi_call(proc, [boss], (DEL_LOCK, lock_id), local=self._local)
             await random_sleep(times)
             times += 1
 
@@ -144,7 +144,8 @@ class Registrar:
             if others:
                 log.error("global: %r registered under several names: %r", pid, [name, *others])
                 return False
-            await multi_call(proc, nodes, (REGISTER, name, pid, sent_method))
+            await multi_call(proc, nodes, (REGISTER, name, pid, sent_method),
+                             local=self._local)
             return True
 
         return await self._run(fun)
@@ -154,7 +155,8 @@ class Registrar:
         name, sent_method = _name(name), wire_method(method)
 
         async def fun(proc: Process, nodes: list[Atom]) -> None:
-            await multi_call(proc, nodes, (REGISTER, name, pid, sent_method))
+            await multi_call(proc, nodes, (REGISTER, name, pid, sent_method),
+                             local=self._local)
 
         await self._run(fun)
 
@@ -165,7 +167,7 @@ class Registrar:
             return
 
         async def fun(proc: Process, nodes: list[Atom]) -> None:
-            await multi_call(proc, nodes, (UNREGISTER, name))
+            await multi_call(proc, nodes, (UNREGISTER, name), local=self._local)
 
         await self._run(fun)
 
@@ -190,7 +192,8 @@ class Registrar:
         times = 1
         while True:
             if await set_lock_on_nodes(holder, lock_id, targets,
-                                       local_free=self.tables.can_set_lock(lock_id)):
+                                       local_free=self.tables.can_set_lock(lock_id),
+                                       local=self._local):
                 return True
             if retries is not None:
                 if retries <= 0:
@@ -207,14 +210,15 @@ class Registrar:
         holder = owner or self._lock_owners.get(freeze(lock_id))
         if holder is None:
             return
-        await multi_call(holder, self._targets(nodes), (DEL_LOCK, lock_id))
+        await multi_call(holder, self._targets(nodes), (DEL_LOCK, lock_id),
+                         local=self._local)
         if owner is None:
             self._drop_lock_owner(lock_id)
 
     async def trans(self, lock_id: tuple[Term, Term], fun: Callable[[], Awaitable[T]],
                     nodes: list[Atom] | None = None, retries: int | None = None) -> T | Atom:
         """``global:trans/2,3,4``: ``await fun()`` under the lock, or ``aborted``."""
-        holder = self.node.mailbox()
+        holder = self.node.new_process()
         try:
             if not await self.set_lock(lock_id, nodes, retries, owner=holder):
                 return ABORTED
@@ -232,7 +236,7 @@ class Registrar:
         key = freeze(lock_id)
         owner = self._lock_owners.get(key)
         if owner is None or not owner.alive:
-            owner = self._lock_owners[key] = self.node.mailbox()
+            owner = self._lock_owners[key] = self.node.new_process()
         return owner
 
     def _drop_lock_owner(self, lock_id: Term) -> None:

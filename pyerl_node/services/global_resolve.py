@@ -25,7 +25,7 @@ from pyerl_node.runtime.process import KILL
 from pyerl_node.services import rpc as rpc_service
 
 if TYPE_CHECKING:
-    from pyerl_node.node import Node
+    from pyerl_node.runtime.interface import NodeServices
 
 log = logging.getLogger("pyerl_node.global")
 
@@ -49,8 +49,8 @@ def _minmax(p1: Pid, p2: Pid) -> tuple[Pid, Pid]:
     return (p1, p2) if p1.node.name < p2.node.name else (p2, p1)
 
 
-async def resolve_it(node: Node, method: Term, name: Term, pid1: Pid, pid2: Pid, *,
-                     sender: Pid) -> Term:
+async def resolve_it(node: NodeServices, exposed: rpc_service.Exposed, method: Term,
+                     name: Term, pid1: Pid, pid2: Pid, *, sender: Pid) -> Term:
     """``global:resolve_it/4`` run on this node: ``catch Method(Name, Pid1, Pid2)``."""
     if type(method) is Fun and method.module is GLOBAL:
         method = RANDOM_EXIT  # the default method is a local fun of module global
@@ -69,7 +69,7 @@ async def resolve_it(node: Node, method: Term, name: Term, pid1: Pid, pid2: Pid,
         await node.send(pid1, (CONFLICT, name, pid2), sender=sender)
         await node.send(pid2, (CONFLICT, name, pid1), sender=sender)
         return NONE
-    outcome = await rpc_service.apply(node.exposed, method.module, method.function,
+    outcome = await rpc_service.apply(exposed, method.module, method.function,
                                       [name, pid1, pid2])
     return rpc_service.rpc_result(outcome)
 
@@ -77,23 +77,26 @@ async def resolve_it(node: Node, method: Term, name: Term, pid1: Pid, pid2: Pid,
 class GlobalModule:
     """What BEAM nodes may rpc into as module ``global`` on a Python node."""
 
-    def __init__(self, node: Node, sender: Callable[[], Pid]) -> None:
+    def __init__(self, node: NodeServices, exposed: rpc_service.Exposed,
+                 sender: Callable[[], Pid]) -> None:
         self._node = node
+        self._exposed = exposed
         self._sender = sender
 
     async def resolve_it(self, method: Term, name: Term, pid1: Pid, pid2: Pid) -> Term:
-        return await resolve_it(self._node, method, name, pid1, pid2, sender=self._sender())
+        return await resolve_it(self._node, self._exposed, method, name, pid1, pid2,
+                                sender=self._sender())
 
 
-def remote_resolver(node: Node, sender: Pid) -> Resolve:
+def remote_resolver(node: NodeServices, exposed: rpc_service.Exposed, sender: Pid) -> Resolve:
     """Resolve on the node of ``MyPid``: here, or by ``rpc:call`` (``{badrpc, R}`` on error)."""
 
     async def resolve(method: Term, name: Term, his: Pid, mine: Pid) -> Term:
         if mine.node is node.node_atom:
-            return await resolve_it(node, method, name, his, mine, sender=sender)
+            return await resolve_it(node, exposed, method, name, his, mine, sender=sender)
         try:
-            return await node.rpc(mine.node, GLOBAL, RESOLVE_IT, [method, name, his, mine],
-                                  timeout=None)
+            return await rpc_service.rpc_call(node, exposed, mine.node, GLOBAL, RESOLVE_IT,
+                                              [method, name, his, mine], timeout=None)
         except RpcError as exc:
             return (BADRPC, exc.reason)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from pyerl_node.gen import GenServer
 from pyerl_node.proto.terms import Atom, Pid, Term
+from pyerl_node.runtime.genserver import GenServer
 
 log = logging.getLogger("pyerl_node.io")
 

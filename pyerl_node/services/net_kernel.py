@@ -6,8 +6,8 @@ A BEAM node that gets no answer (or a ``noproc``) pings ``pang`` and disconnects
 
 from __future__ import annotations
 
-from pyerl_node.gen import From, GenServer
 from pyerl_node.proto.terms import Atom, Term
+from pyerl_node.runtime.genserver import From, GenServer
 
 IS_AUTH = Atom("is_auth")
 YES = Atom("yes")

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pyerl_node.gen import NOREPLY, From, GenServer
 from pyerl_node.proto.terms import Atom, Pid, Term
-from pyerl_node.services.rpc import apply, rpc_result
+from pyerl_node.runtime.genserver import NOREPLY, From, GenServer
+from pyerl_node.runtime.interface import NodeServices
+from pyerl_node.services.rpc import Exposed, apply, rpc_result
 
 FEATURES_REQUEST = Atom("features_request")
 FEATURES_REPLY = Atom("features_reply")
@@ -42,7 +43,9 @@ def _mfa(request: Term, tag: Atom) -> tuple[Atom, Atom, list[Term]] | None:
 
 
 class Rex(GenServer):
-    def __init__(self) -> None:
+    def __init__(self, node: NodeServices, exposed: Exposed) -> None:
+        self._node = node
+        self._exposed = exposed
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def _background(self, coro: Any) -> None:
@@ -51,7 +54,7 @@ class Rex(GenServer):
         task.add_done_callback(self._tasks.discard)
 
     async def _call_and_reply(self, mfa: tuple[Atom, Atom, list[Term]], from_: From) -> None:
-        outcome = await apply(self.process.node.exposed, *mfa)
+        outcome = await apply(self._exposed, *mfa)
         await self.reply(from_, rpc_result(outcome))
 
     async def handle_call(self, request: Term, from_: From) -> Term:
@@ -64,13 +67,13 @@ class Rex(GenServer):
     async def handle_cast(self, message: Term) -> None:
         mfa = _mfa(message, CAST)
         if mfa is not None:
-            self._background(apply(self.process.node.exposed, *mfa))
+            self._background(apply(self._exposed, *mfa))
 
     async def handle_info(self, message: Term) -> None:
         if not (type(message) is tuple and len(message) == 2 and isinstance(message[0], Pid)):
             return
         sender, request = message
-        node = self.process.node
+        node = self._node
         if request is FEATURES_REQUEST:
             await self.process.send(sender, (FEATURES_REPLY, node.node_atom, [ERPC]))
         elif (mfa := _mfa(request, CALL)) is not None:
@@ -85,5 +88,5 @@ class Rex(GenServer):
             await self.process.send(sender, (REX, node.node_atom, answer))
 
     async def _plain_call(self, sender: Pid, mfa: tuple[Atom, Atom, list[Term]]) -> None:
-        outcome = await apply(self.process.node.exposed, *mfa)
+        outcome = await apply(self._exposed, *mfa)
         await self.process.send(sender, (REX, rpc_result(outcome)))

@@ -24,18 +24,20 @@ import traceback
 import types
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, overload
+from typing import Any, Final, overload
 
-from pyerl_node.proto import control as c
 from pyerl_node.proto import etf
-from pyerl_node.proto.errors import CallTimeout, EncodeError, ProcessExit, RpcError
+from pyerl_node.proto.errors import (
+    CallTimeout,
+    EncodeError,
+    LocalProtocolError,
+    ProcessExit,
+    RpcError,
+)
 from pyerl_node.proto.terms import Atom, Pid, Reference, Term
-from pyerl_node.runtime.process import DOWN, NORMAL, MonitorEntry, Process, python_exit_reason
+from pyerl_node.runtime.interface import NodeServices, SpawnHandler
+from pyerl_node.runtime.process import DOWN, NORMAL, Process, python_exit_reason
 from pyerl_node.runtime.workers import Workers
-
-if TYPE_CHECKING:
-    from pyerl_node.node import Node
-    from pyerl_node.runtime.channel import Channel
 
 ERPC = Atom("erpc")
 EXECUTE_CALL = Atom("execute_call")
@@ -48,10 +50,12 @@ UNDEF = Atom("undef")
 BADRPC = Atom("badrpc")
 EXIT_TAG = Atom("EXIT")
 MONITOR = Atom("monitor")
-LINK = Atom("link")
 TIMEOUT = Atom("timeout")
 NOCONNECTION = Atom("noconnection")
+NODEDOWN = Atom("nodedown")
 SPAWN_REPLY_TAG = Atom("spawn_reply")
+BADARG = Atom("badarg")
+GROUP_LEADER_NAME = Atom("pyerl_group_leader")
 
 _WORKERS = Workers(max_threads=32, name="pyerl-rpc")
 
@@ -277,63 +281,54 @@ def rpc_result(outcome: Outcome) -> Term:
 # -- serving SPAWN_REQUEST --------------------------------------------------------------------
 
 
-_MONITOR_SET: Final = int(c.SpawnReplyFlag.MONITOR)
-_LINK_SET: Final = int(c.SpawnReplyFlag.LINK)
+def spawn_handler(node: NodeServices, exposed: Exposed) -> SpawnHandler:
+    """What a distributed spawn into ``node`` runs: erpc's call/cast protocol (§3.2), or a
+    plain ``spawn(Node, M, F, A)`` of an exposed function (undef for anything else)."""
+
+    def handle(proc: Process, module: Atom, function: Atom, args: list[Term],
+               finish: Callable[[Term], None]) -> None:
+        call = _requested_call(module, function, args)
+        if isinstance(call, Outcome):  # a malformed erpc request fails as erpc's would
+            finish(_exit_reason(module, args[0], call))
+            return
+        res_ref, m, f, a = call
+
+        def done(outcome: Outcome) -> None:
+            finish(_exit_reason(module, res_ref, outcome))
+
+        started = start_apply(exposed, m, f, a, done)
+        if isinstance(started, Outcome):
+            done(started)  # over already: the exit leaves in the same write as the reply
+        elif started is not None:
+            running = started
+
+            async def run(proc: Process) -> None:
+                done(await running)
+
+            node.run_process(proc, run)
+
+    return handle
 
 
-def serve_spawn_request(node: Node, channel: Channel, req: c.SpawnRequest) -> None:
-    """Answer a distributed spawn: SPAWN_REPLY first, then run the call as the new process."""
-    call = _requested_call(req)
-    if call is None:
-        channel.send(c.SpawnReply(req.req_id, req.from_pid, 0, Atom("badarg")))
-        return
-    proc = node.mailbox()
-    proc.group_leader = req.group_leader
-    flags = 0  # (plain ints: IntFlag arithmetic costs microseconds, on every rpc)
-    if MONITOR in req.options:
-        proc.monitored_by[req.req_id] = MonitorEntry(req.from_pid, proc.pid)
-        flags |= _MONITOR_SET
-    if LINK in req.options:
-        proc.links.add(req.from_pid)
-        flags |= _LINK_SET
-    channel.send(c.SpawnReply(req.req_id, req.from_pid, flags, proc.pid))
-    res_ref, module, function, args = call
-
-    def done(outcome: Outcome) -> None:
-        node.terminate(proc, _exit_reason(req, res_ref, outcome))  # (nothing if killed)
-        channel.flush()  # the caller is waiting for this exit: no need to wait for the loop
-
-    started = start_apply(node.exposed, module, function, args, done)
-    if isinstance(started, Outcome):
-        # Over already: the exit leaves in the same write as the reply, no task needed.
-        node.terminate(proc, _exit_reason(req, res_ref, started))
-    elif started is not None:
-        running = started
-
-        async def finish(proc: Process) -> None:
-            done(await running)
-
-        node.run_process(proc, finish)
-
-
-def _requested_call(req: c.SpawnRequest) -> tuple[Term, Atom, Atom, list[Term]] | None:
-    """``(ResRef or None, M, F, Args)`` of a spawn request; None when it is malformed."""
-    args = req.args
-    if req.module is ERPC and req.function is EXECUTE_CALL and req.arity == 4 and len(args) == 4:
-        res_ref, module, function, fargs = args
-    elif req.module is ERPC and req.function is EXECUTE_CAST and req.arity == 3 and len(args) == 3:
+def _requested_call(
+    module: Atom, function: Atom, args: list[Term]
+) -> tuple[Term, Atom, Atom, list[Term]] | Outcome:
+    """``(ResRef or None, M, F, Args)`` of a spawn; the failure of a malformed erpc one."""
+    if module is ERPC and function is EXECUTE_CALL and len(args) == 4:
+        res_ref, m, f, fargs = args
+    elif module is ERPC and function is EXECUTE_CAST and len(args) == 3:
         res_ref = None
-        module, function, fargs = args
+        m, f, fargs = args
     else:  # a plain spawn(Node, M, F, A): run the exposed function of that name
-        return None, req.module, req.function, args
-    if type(module) is Atom and type(function) is Atom and type(fargs) is list:
-        return res_ref, module, function, fargs
-    return None
+        return None, module, function, args
+    if type(m) is Atom and type(f) is Atom and type(fargs) is list:
+        return res_ref, m, f, fargs
+    return Outcome(ERROR, BADARG, [(m, f, fargs, [])])
 
 
-def _exit_reason(req: c.SpawnRequest, res_ref: Term, outcome: Outcome) -> Term:
+def _exit_reason(module: Atom, res_ref: Term, outcome: Outcome) -> Term:
     """How the spawned process ends: erpc's encoded result, or a plain process's exit."""
-    if req.module is ERPC:
+    if module is ERPC:
         return NORMAL if res_ref is None else erpc_exit_reason(res_ref, outcome)
     if outcome.kind is ERROR:
         return (outcome.value, outcome.stack)
@@ -344,7 +339,7 @@ def _exit_reason(req: c.SpawnRequest, res_ref: Term, outcome: Outcome) -> Term:
 
 
 async def erpc_call(
-    node: Node,
+    node: NodeServices,
     target: Atom,
     module: Atom,
     function: Atom,
@@ -353,19 +348,15 @@ async def erpc_call(
     timeout: float | None,
 ) -> Outcome:
     """``erpc:call`` to ``target``: the raw outcome (``RpcError`` for transport failures)."""
-    channel = await node.connect_channel(target)
-    caller = node.mailbox()
+    caller = node.new_process()
     req_id = node.make_ref()
     res_ref = node.make_ref()
     # A placeholder until SPAWN_REPLY names the pid, so that nodedown fires a DOWN too.
     caller.monitoring[req_id] = (Atom("undefined"), target)
     try:
-        channel.send(
-            c.SpawnRequest(
-                req_id, caller.pid, node.group_leader_pid(), ERPC, EXECUTE_CALL, 4,
-                [MONITOR], [res_ref, module, function, args],
-            )
-        )
+        node.send_spawn_request(caller, target, req_id, ERPC, EXECUTE_CALL,
+                                [res_ref, module, function, args], [MONITOR],
+                                group_leader_pid(node))
 
         def mine(msg: Term) -> bool:
             return type(msg) is tuple and len(msg) >= 2 and msg[1] == req_id
@@ -388,8 +379,39 @@ async def erpc_call(
             if msg[0] is DOWN:
                 return _decode_down(msg[4], res_ref)
     finally:
-        node.terminate(caller, Atom("normal"))
+        node.terminate(caller, NORMAL)
 
+
+async def call_outcome(
+    node: NodeServices, exposed: Exposed, target: Atom, module: Atom, function: Atom,
+    args: list[Term], *, timeout: float | None,
+) -> Outcome:
+    """How ``module:function(args)`` ended on ``target`` (run here when it is this node)."""
+    if target is node.node_atom:
+        return await apply(exposed, module, function, list(args))
+    return await erpc_call(node, target, module, function, list(args), timeout=timeout)
+
+
+async def rpc_call(
+    node: NodeServices, exposed: Exposed, target: Atom, module: Atom, function: Atom,
+    args: list[Term], *, timeout: float | None,
+) -> Term:
+    """``rpc:call/5``: the value (or thrown term); ``RpcError(Reason)`` for ``{badrpc, R}``."""
+    try:
+        outcome = await call_outcome(node, exposed, target, module, function, args,
+                                     timeout=timeout)
+    except RpcError as exc:
+        reason = NODEDOWN if exc.kind in ("noconnection", "nodedown") else exc.reason
+        raise RpcError(reason) from exc
+    return raise_for_rpc(outcome)
+
+
+def group_leader_pid(node: NodeServices) -> Pid:
+    """The group leader we name in spawn requests: it answers the I/O protocol."""
+    pid = node.whereis(GROUP_LEADER_NAME)
+    if pid is None:
+        raise LocalProtocolError("the node's group leader is not running")
+    return pid
 
 
 def _decode_down(reason: Term, res_ref: Reference) -> Outcome:
