@@ -158,6 +158,11 @@ def free_port() -> int:
         return port
 
 
+def short_hostname() -> str:
+    """This machine's short host name, as ``erl -sname`` takes it."""
+    return socket.gethostname().split(".", 1)[0]
+
+
 def unique_name(prefix: str) -> str:
     """``prefix`` plus a random suffix, e.g. ``a_3f9c1d``: a valid, unlikely-to-clash name part."""
     return f"{prefix}_{secrets.token_hex(3)}"
@@ -303,9 +308,13 @@ class BeamNode:
     def start(cls, release: str, name: str, *, cookie: str, epmd_port: int,
               elixir: bool = False, extra_args: Sequence[str] = (),
               timeout: float = 30.0) -> BeamNode:
-        """Start a node called ``name`` (``x@127.0.0.1``) and wait until it answers."""
-        if not name.endswith("@" + LOCALHOST):
-            raise ValueError(f"node name must be x@{LOCALHOST}, got {name!r}")
+        """Start a node called ``name`` and wait until it answers: ``x@127.0.0.1`` (a long
+        name, ``-name``) or ``x@<this host's short name>`` (``-sname``, as a user of the
+        examples would start it)."""
+        short = name.endswith("@" + short_hostname())
+        if not (short or name.endswith("@" + LOCALHOST)):
+            raise ValueError(f"node name must be x@{LOCALHOST} or x@{short_hostname()}, "
+                             f"got {name!r}")
         kernel = ["-start_epmd", "false",
                   "-kernel", "inet_dist_use_interface", "{127,0,0,1}", *extra_args]
         if elixir:
@@ -313,13 +322,14 @@ class BeamNode:
                 raise BeamStartError(f"no elixir for OTP {release} (only Debian's, on OTP 25)")
             if any(not a or a.split() != [a] for a in kernel):
                 raise ValueError("elixir nodes take extra_args without whitespace")
-            args = [str(find_elixir()), "--name", name, "--cookie", cookie,
+            args = [str(find_elixir()), "--sname" if short else "--name", name, "--cookie", cookie,
                     "--erl", " ".join(kernel), "--no-halt", "-e", _ELIXIR_BOOTSTRAP]
         else:
             erl = find_erl(release)
             if erl is None:
                 raise BeamStartError(f"OTP {release} is not installed")
-            args = [str(erl), "-name", name, "-setcookie", cookie, "-noshell", *kernel,
+            args = [str(erl), "-sname" if short else "-name", name, "-setcookie", cookie,
+                    "-noshell", *kernel,
                     "-eval", _ERL_BOOTSTRAP]
         # No erl_crash.dump files in the working tree when a node fails to boot.
         env = _clean_env() | {"ERL_EPMD_PORT": str(epmd_port), "ERL_CRASH_DUMP_SECONDS": "0",

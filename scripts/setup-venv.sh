@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shared set-up of scripts/test.sh and scripts/run-node.sh: a Python >= 3.11 virtualenv in .venv
-# with this project installed editable, plus its test and dev extras.
+# with this project installed editable. `setup-venv.sh test,dev` adds those extras; without an
+# argument only the package itself is installed (it has no runtime dependencies).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -34,10 +35,15 @@ if ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/d
     "$python" -m venv .venv
 fi
 
-# Reinstall only when the project's metadata changed (the install is editable).
+# Reinstall only when the project's metadata changed (the install is editable) or when extras
+# are asked for that the last install did not have.
+extras=${1:-}
 stamp=.venv/.pyerl-node-installed
-wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dev]'
-    echo "$wanted" > "$stamp"
+metadata=$(sha256sum pyproject.toml | cut -d' ' -f1)
+read -r have_metadata have_extras < "$stamp" 2>/dev/null || true
+if [ "${have_metadata:-}" != "$metadata" ] || { [ -n "$extras" ] && [ "${have_extras:-}" != "$extras" ]; }; then
+    target=.
+    [ -n "$extras" ] && target=".[$extras]"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e "$target"
+    echo "$metadata ${extras:-${have_extras:-}}" > "$stamp"
 fi

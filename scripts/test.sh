@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh Debian/Ubuntu machine: set-up, then ruff, mypy and pytest
-# (unit tests, and interop tests against real OTP 25/Elixir from Debian and OTP 28 from PyPI).
+# The whole test suite, from a fresh Debian/Ubuntu machine: set-up, then ruff, mypy, the package
+# (sdist + wheel installed alone), the docs and pytest (unit tests, and interop tests against
+# real OTP 25/Elixir from Debian and OTP 28 from PyPI, on loopback and across network
+# namespaces when run as root).
 # Run as root to have erlang-nox and elixir installed; extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-bash scripts/setup-venv.sh
+bash scripts/setup-venv.sh test,dev
 
 missing=()
 command -v erl >/dev/null 2>&1 || missing+=(erlang-nox)
 command -v elixir >/dev/null 2>&1 || missing+=(elixir)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "test.sh: installing ${missing[*]} with apt-get" >&2
@@ -25,6 +29,11 @@ fi
 failed=()
 echo "== ruff" && .venv/bin/ruff check . || failed+=(ruff)
 echo "== mypy" && .venv/bin/mypy || failed+=(mypy)
+echo "== package" && bash scripts/check-package.sh || failed+=(package)
+if [ -f mkdocs.yml ]; then
+    echo "== docs" && .venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)" \
+        || failed+=(docs)
+fi
 echo "== pytest"
 status=0
 PYTHONASYNCIODEBUG=1 .venv/bin/python -m pytest -p no:cacheprovider -ra --durations=10 \

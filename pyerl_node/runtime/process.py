@@ -94,6 +94,7 @@ class Process:
 
     @property
     def alive(self) -> bool:
+        """Whether the process has not exited yet."""
         return self.exit_reason is None
 
     # -- the process API (what code running as this process calls) ---------------------------
