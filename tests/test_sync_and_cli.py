@@ -54,7 +54,8 @@ def test_cli_run_ping_names_and_sigterm(tmp_path: Path) -> None:
     port = free_port()
     env = os.environ | {"ERL_EPMD_PORT": str(port), "HOME": str(tmp_path)}
     name = f"cli{secrets.token_hex(3)}@127.0.0.1"
-    server = _cli("run", "--embedded-epmd", "--name", name, "--cookie", "k", env=env, log=tmp_path / "log")
+    server = _cli("run", "--embedded-epmd", "--name", name, "--cookie", "k", env=env,
+                  log=tmp_path / "log")
     try:
         assert server.stdout is not None
         line = server.stdout.readline()
