@@ -1,4 +1,4 @@
-"""``pyerl-node``: run a node; ping, rpc or send to a node; list EPMD names.
+"""``pyerl-node``: run a node; ping, rpc, send to or report on a node; a shell; EPMD names.
 
 ``pyerl-node run --sname py --cookie C`` serves until SIGINT/SIGTERM, logging connections. As
 ``erl`` does, it listens on every interface (``--listen-host`` narrows it) and starts an EPMD
@@ -18,7 +18,7 @@ import secrets
 import signal
 import sys
 
-from pyerl_node import __version__
+from pyerl_node import __version__, info, shell
 from pyerl_node.node import Node, own_node_name
 from pyerl_node.proto.errors import ErlNodeError, RpcError
 from pyerl_node.proto.names import make_node_name
@@ -154,6 +154,22 @@ async def _send(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _info(args: argparse.Namespace) -> int:
+    target = _target(args.node)
+    async with _make_node(args, _client_name(args, target), hidden=True) as node:
+        if not await node.connect(target):
+            print(f"pyerl-node: cannot connect to {target}", file=sys.stderr)
+            return 1
+        report = await info.read_report(node, target, timeout=args.timeout)
+    print(info.format_report(report, me=node.node_atom))
+    return 0
+
+
+def _shell(args: argparse.Namespace) -> int:
+    name = _node_name(args, f"shell_{secrets.token_hex(3)}", long=False)
+    return shell.run(_make_node(args, name), _target(args.connect) if args.connect else None)
+
+
 async def _names(args: argparse.Namespace) -> int:
     for name, port in await epmd_client.names(args.host, epmd_port=args.epmd_port):
         print(f"name {name} at port {port}")
@@ -198,6 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_node_options(send, required=False)
     send.set_defaults(handler=_send)
 
+    info_cmd = sub.add_parser("info", help="what observer's System tab shows about a node")
+    info_cmd.add_argument("node")
+    info_cmd.add_argument("--timeout", type=float, default=10.0)
+    _add_node_options(info_cmd, required=False)
+    info_cmd.set_defaults(handler=_info)
+
+    shell_cmd = sub.add_parser("shell", help="an interactive Python prompt with a running node")
+    shell_cmd.add_argument("--connect", metavar="NODE", help="connect to NODE at start")
+    _add_node_options(shell_cmd, required=False)
+    shell_cmd.set_defaults(handler=_shell, blocking=True)
+
     names = sub.add_parser("names", help="list the names registered in EPMD")
     names.add_argument("--host", default="127.0.0.1")
     names.add_argument("--epmd-port", type=int)
@@ -213,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if getattr(args, "blocking", False):  # runs its own event loop
+            result: int = args.handler(args)
+            return result
         code: int = asyncio.run(args.handler(args))
         return code
     except ErlNodeError as exc:
