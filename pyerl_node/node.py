@@ -116,6 +116,8 @@ class Node:
         kernel = self._kernel
         if kernel.started:
             raise LocalProtocolError("node already started")
+        warning = await transport.unreachable_name_warning(kernel.name.host,
+                                                           kernel.listen_options)
         port = await kernel.listen()
         try:
             await self._register()
@@ -127,8 +129,6 @@ class Node:
                                               global_names=self._global_names)
         log.info("node %s up: listening on %s port %d (creation %d)", kernel.node_atom.name,
                  kernel.listen_options.bind_host, port, kernel.creation)
-        warning = await transport.unreachable_name_warning(kernel.name.host,
-                                                           kernel.listen_options)
         if warning is not None:
             log.warning("node %s: %s", kernel.node_atom.name, warning)
 
@@ -327,7 +327,8 @@ class Node:
                 self._kernel, (NET_KERNEL, as_atom(node)), (IS_AUTH, self.node_atom),
                 timeout=timeout)
         except (ErlNodeError, OSError) as exc:
-            log.info("ping %s: pang (%s)", node, exc)
+            self._kernel.peer_warnings.log(("connect", as_atom(node)), logging.WARNING,
+                                           "ping %s: pang: %s", node, exc)
             return False
         return answer is YES
 

@@ -38,6 +38,7 @@ from pyerl_node.proto.names import parse_node_name
 from pyerl_node.proto.terms import Atom
 from pyerl_node.runtime import epmd_client
 from pyerl_node.runtime.flush import LATER_DELAY, Flush
+from pyerl_node.runtime.ratelimit import OncePer
 from pyerl_node.runtime.transport import ListenOptions
 
 log = logging.getLogger("pyerl_node.channel")
@@ -74,6 +75,7 @@ class ChannelOwner(Protocol):
     epmd_port: int
     listen_options: ListenOptions
     challenge_source: Callable[[], int]
+    peer_warnings: OncePer
 
     def accept_decision(self, peer: Atom) -> Status: ...
 
@@ -280,8 +282,12 @@ class Channel(asyncio.Protocol):
         if self._conn is None:
             # Losing a simultaneous connect or being answered nok/alive is routine (INFO);
             # a wrong cookie or broken bytes are worth a WARNING, once per attempt.
-            routine = isinstance(exc, PeerWinsSimultaneousError | HandshakeRefusedError)
-            log.log(logging.INFO if routine else logging.WARNING,
+            if isinstance(exc, PeerWinsSimultaneousError | HandshakeRefusedError):
+                log.info("handshake with %s (%s) ended: %s", self.peer.name or "a peer",
+                         self.where, exc)
+            else:  # once a minute per address: a peer may retry a wrong cookie in a loop
+                self.node.peer_warnings.log(
+                    ("handshake", self.address[0] if self.address else None), logging.WARNING,
                     "handshake with %s (%s) failed: %s", self.peer.name or "a peer",
                     self.where, exc)
             if not self.handshake_done.done():

@@ -50,6 +50,7 @@ from pyerl_node.runtime.process import (
     exit_action,
     python_exit_reason,
 )
+from pyerl_node.runtime.ratelimit import OncePer
 from pyerl_node.runtime.registry import Registry
 
 log = logging.getLogger("pyerl_node")
@@ -105,6 +106,8 @@ class Kernel:
         self._registration: epmd_client.Registration | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._system: Process | None = None
+        #: peer-provoked warnings (failed connects, bad handshakes): once a minute per key
+        self.peer_warnings = OncePer(log)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -580,7 +583,8 @@ class Kernel:
         try:
             await self.connect_channel(as_atom(node))
         except (NodeDown, HandshakeError, ConnectionLost, EpmdError, OSError) as exc:
-            log.info("connect to %s failed: %s", node, exc)
+            self.peer_warnings.log(("connect", as_atom(node)), logging.WARNING,
+                                   "cannot connect to %s: %s", node, exc)
             return False
         return True
 

@@ -90,14 +90,17 @@ async def unreachable_name_warning(host: str, options: ListenOptions) -> str | N
     """Why peers will not reach a node named ``...@host`` listening as ``options``, or None.
 
     Peers connect to what the name's host resolves to; that must be an address of this machine
-    (when listening on every interface) or the very address listened on.
+    (when listening on every interface) or the very address listened on. A host that does not
+    resolve at all is an error (ListenError): nobody could ever connect to the node.
     """
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, None, family=options.family,
                                        type=socket.SOCK_STREAM)
     except OSError as exc:
-        return f"the node's host {host!r} does not resolve ({exc}): peers cannot reach it"
+        family = "IPv6" if options.inet6 else "IPv4"
+        raise ListenError(f"the node's host {host!r} does not resolve to an {family} address "
+                          f"({getattr(exc, 'strerror', None) or exc})") from exc
     addresses = sorted({str(info[4][0]) for info in infos})
     if options.host is None:
         if any(_is_local_address(a, options.family) for a in addresses):
