@@ -212,24 +212,29 @@ class Node:
 
     def mailbox(
         self, name: Atom | str | None = None, *, trap_exit: bool = False,
-        mailbox: Mailbox | None = None,
+        mailbox: Mailbox | None = None, max_queue: int | None = None,
     ) -> Process:
         """A process driven by the caller: it has a pid and receives with ``receive``.
 
-        ``name`` registers it (``register/2``); ``mailbox`` replaces the ordinary queue.
+        ``name`` registers it (``register/2``); ``mailbox`` replaces the ordinary queue;
+        ``max_queue`` bounds it: one message more ends the process with reason ``max_queue``
+        (links and monitors see it, as with the BEAM's ``max_heap_size``).
         """
-        return self._kernel.new_process(name, trap_exit=trap_exit, mailbox=mailbox)
+        return self._kernel.new_process(name, trap_exit=trap_exit, mailbox=mailbox,
+                                        max_queue=max_queue)
 
     def spawn(
         self, body: ProcessBody, *, name: Atom | str | None = None, link: Pid | None = None,
-        trap_exit: bool = False,
+        trap_exit: bool = False, max_queue: int | None = None,
     ) -> Process:
         """Run ``body(process)`` as a new process; its return ends it with reason ``normal``.
 
         Raising :class:`ProcessExit` ends it with that reason; any other exception ends it with
-        ``{python_exception, Type, Message}``. ``link`` links it to that pid first.
+        ``{python_exception, Type, Message}``. ``link`` links it to that pid first;
+        ``max_queue`` bounds its mailbox as for :meth:`mailbox`.
         """
-        return self._kernel.spawn(body, name=name, link=link, trap_exit=trap_exit)
+        return self._kernel.spawn(body, name=name, link=link, trap_exit=trap_exit,
+                                  max_queue=max_queue)
 
     def register(self, name: Atom | str, pid: Pid) -> None:
         """``register/2``: LocalProtocolError if the name or the process has one already."""

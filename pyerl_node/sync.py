@@ -150,15 +150,18 @@ class Node:
     # -- processes ------------------------------------------------------------------------------
 
     def mailbox(self, name: Atom | str | None = None, *, trap_exit: bool = False,
-                mailbox: AsyncMailbox | None = None) -> Mailbox:
+                mailbox: AsyncMailbox | None = None, max_queue: int | None = None) -> Mailbox:
         """A caller-driven process (see :meth:`pyerl_node.Node.mailbox`)."""
-        proc = self._call(self.node.mailbox, name, trap_exit=trap_exit, mailbox=mailbox)
+        proc = self._call(self.node.mailbox, name, trap_exit=trap_exit, mailbox=mailbox,
+                          max_queue=max_queue)
         return Mailbox(self, proc)
 
     def spawn(self, body: ProcessBody, *, name: Atom | str | None = None,
-              link: Pid | None = None, trap_exit: bool = False) -> Process:
+              link: Pid | None = None, trap_exit: bool = False,
+              max_queue: int | None = None) -> Process:
         """Run the coroutine function ``body(process)`` as a process on the node's loop."""
-        return self._call(self.node.spawn, body, name=name, link=link, trap_exit=trap_exit)
+        return self._call(self.node.spawn, body, name=name, link=link, trap_exit=trap_exit,
+                          max_queue=max_queue)
 
     def register(self, name: Atom | str, pid: Pid) -> None:
         """``register/2``."""

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from pyerl_node.proto.errors import CallTimeout, NodeDown, NoProc, ProcessExit
 from pyerl_node.proto.terms import Atom, ImproperList, Pid, Reference, Term
 from pyerl_node.runtime.flush import Flush
-from pyerl_node.runtime.mailbox import Mailbox
+from pyerl_node.runtime.mailbox import FlowSource, Mailbox
 from pyerl_node.runtime.process import (
     DOWN,
     NOCONNECTION,
@@ -97,6 +97,9 @@ class _ReplyMailbox(Mailbox):
             waiter = self.waiting.pop(key, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(message)
+
+    def put_from(self, message: Term, source: FlowSource, size: int) -> None:
+        self.put(message)  # handed over at once: nothing waits here to be accounted
 
 
 _CALLERS: weakref.WeakKeyDictionary[ProcessHost, Process] = weakref.WeakKeyDictionary()

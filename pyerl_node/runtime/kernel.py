@@ -47,6 +47,7 @@ from pyerl_node.runtime.process import (
     MonitorEntry,
     Process,
     ProcessBody,
+    ProcessWatch,
     exit_action,
     python_exit_reason,
 )
@@ -60,6 +61,7 @@ NODEDOWN = Atom("nodedown")
 KILLED = Atom("killed")
 SHUTDOWN = Atom("shutdown")
 UNDEF = Atom("undef")
+MAX_QUEUE = Atom("max_queue")
 
 
 def as_atom(value: Atom | str) -> Atom:
@@ -159,14 +161,20 @@ class Kernel:
 
     def new_process(
         self, name: Atom | str | None = None, *, trap_exit: bool = False,
-        mailbox: Mailbox | None = None,
+        mailbox: Mailbox | None = None, max_queue: int | None = None,
     ) -> Process:
-        """A live process with a fresh pid, driven by the caller until it is given a body."""
+        """A live process with a fresh pid, driven by the caller until it is given a body.
+
+        ``max_queue``: the most messages its mailbox may hold; one more ends the process with
+        reason ``max_queue``.
+        """
         if not self.started:
             raise LocalProtocolError("the node is not started")
-        proc = Process(self, self.registry.new_pid(), trap_exit=trap_exit)
-        if mailbox is not None:
-            proc.mailbox = mailbox
+        if max_queue is not None and max_queue < 1:
+            raise LocalProtocolError(f"max_queue must be a positive count, not {max_queue!r}")
+        box = Mailbox(max_queue) if mailbox is None else mailbox
+        proc = Process(self, self.registry.new_pid(), box, trap_exit=trap_exit)
+        box.watch = ProcessWatch(proc)
         self.registry.add(proc)
         if name is not None:
             try:
@@ -178,10 +186,10 @@ class Kernel:
 
     def spawn(
         self, body: ProcessBody, *, name: Atom | str | None = None, link: Pid | None = None,
-        trap_exit: bool = False,
+        trap_exit: bool = False, max_queue: int | None = None,
     ) -> Process:
         """Run ``body(process)`` as a new process (see :meth:`pyerl_node.Node.spawn`)."""
-        proc = self.new_process(name, trap_exit=trap_exit)
+        proc = self.new_process(name, trap_exit=trap_exit, max_queue=max_queue)
         if link is not None:
             self.link(proc.pid, link)
         self.run_process(proc, body)
@@ -274,6 +282,21 @@ class Kernel:
         for node in proc.watched_nodes:
             self._node_monitors.get(node, set()).discard(proc.pid)
         proc.watched_nodes.clear()
+
+    def mailbox_full(self, proc: Process) -> None:
+        """``proc``'s queue passed its ``max_queue``: it ends, as ``max_heap_size`` ends a BEAM
+        process (links and monitors see the reason)."""
+        log.error("process %r%s exceeded max_queue (%s messages): exit with reason max_queue",
+                  proc.pid, f" ({proc.name.name})" if proc.name else "", proc.mailbox.max_queue)
+        self.terminate(proc, MAX_QUEUE)
+
+    def mailbox_long(self, proc: Process) -> None:
+        """``proc``'s queue is long: a warning, once a minute per process."""
+        box = proc.mailbox
+        self.peer_warnings.log(
+            ("queue", proc.pid), logging.WARNING,
+            "process %r%s has %d messages in its queue (%.1f MB from connections)", proc.pid,
+            f" ({proc.name.name})" if proc.name else "", len(box), box.queued_bytes / 2**20)
 
     def system_pid(self) -> Pid:
         """The pid remote sends without a sender come from."""

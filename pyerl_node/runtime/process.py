@@ -59,6 +59,10 @@ class ProcessHost(Protocol):
     def new_process(self, name: Atom | str | None = None, *, trap_exit: bool = False,
                     mailbox: Mailbox | None = None) -> Process: ...
 
+    def mailbox_full(self, proc: Process) -> None: ...
+
+    def mailbox_long(self, proc: Process) -> None: ...
+
 
 @dataclass(slots=True)
 class MonitorEntry:
@@ -130,6 +134,22 @@ class Process:
     def __repr__(self) -> str:
         state = "alive" if self.alive else f"exited {self.exit_reason!r}"
         return f"<Process {self.pid!r} {self.name or ''} {state}>"
+
+
+class ProcessWatch:
+    """A mailbox's :class:`~pyerl_node.runtime.mailbox.QueueWatch`: tells the node which
+    process passed a bound."""
+
+    __slots__ = ("_proc",)
+
+    def __init__(self, proc: Process) -> None:
+        self._proc = proc
+
+    def queue_full(self, mailbox: Mailbox) -> None:
+        self._proc.host.mailbox_full(self._proc)
+
+    def queue_long(self, mailbox: Mailbox) -> None:
+        self._proc.host.mailbox_long(self._proc)
 
 
 def exit_action(proc: Process, sender: Pid, reason: Term, *, from_link: bool) -> Term | None:
