@@ -1,7 +1,8 @@
 """Benchmark: registrations/s and lookups/s of the Python EPMD vs the real epmd daemons.
 
-Each daemon runs as its own OS process on its own port (``python -m epmd`` for ours, the
-OTP 25 and OTP 28 ``epmd`` binaries for the reference), started and stopped by pid. One
+Each daemon runs as its own OS process on its own port, listening on 127.0.0.1 (and, as epmd
+adds it, ::1): ``python -m epmd`` for ours, the OTP 25 and OTP 28 ``epmd`` binaries for the
+reference, started and stopped by pid. One
 asyncio load generator drives them in turn (``--rounds`` times, interleaved; the median is
 reported) with ``--clients`` concurrent clients for ``--seconds`` per measurement:
 
@@ -176,7 +177,8 @@ def main() -> int:
 
     commands: dict[str, tuple[list[str], int]] = {}
     port = free_port()
-    commands["python epmd"] = ([sys.executable, "-m", "epmd", "--port", str(port)], port)
+    commands["python epmd"] = (
+        [sys.executable, "-m", "epmd", "--port", str(port), "--address", "127.0.0.1"], port)
     for release in OTP_RELEASES:
         binary = epmd_binary(release)
         if binary is None:

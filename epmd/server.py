@@ -12,32 +12,50 @@ against the real daemons (vectors/epmd/epmd_real_daemon_responses.json):
 * ALIVE2, DUMP, KILL and STOP are only served to local peers (127.0.0.0/8, ::1, or the
   address the connection arrived on). KILL stops the server only when no node is registered
   or ``relaxed_command_check`` is set; STOP is ignored unless ``relaxed_command_check``.
-* Bounds: the parser never buffers more than one request (at most 3 KiB); a non-registered
-  connection that does not complete its request within ``request_timeout`` is closed; above
-  ``max_connections`` new connections are closed at once. One bad connection never affects
-  the others.
+
+Bounds, so that one local process opening thousands of connections cannot lock the nodes of
+the host out (neither from registering nor from being found):
+
+* The parser never buffers more than one request (at most 3 KiB).
+* Every connection except a live registration has a deadline of ``request_timeout`` seconds
+  from its arrival (default a few seconds; BEAM sends its request as soon as it connects):
+  a silent or slow client, a refused ALIVE2 that stays open, a client that does not read
+  its answer, all are closed then.
+* At most ``capacity`` connections are open: ``max_connections``, lowered when the process's
+  file descriptor limit would be reached first. A connection that arrives when the server
+  is full makes room by closing the oldest connection that is not a live registration; only
+  when every open connection is a registration is the newcomer refused. Registrations are
+  therefore never closed by the server, and a node can always register or look up.
 
 Known differences from epmd, none reachable by BEAM nodes or the ``epmd`` tool: an ALIVE2
 name that is not valid UTF-8 closes the connection without answer (epmd answers result 1);
 an empty name is refused with result 1 (epmd registers ""); a name forgotten after 1000 other
-unregistrations starts again from the clock.
+unregistrations starts again from the clock; epmd's deadline counts from the last byte read,
+ours from the connection's arrival.
 
-Listens on 127.0.0.1 by default; pass several addresses (e.g. ``("127.0.0.1", "::1")``) for
-IPv6 too. ``port=0`` picks a free port, shared by all addresses; ``server.port`` tells which.
+``address`` lists what to listen on (strings, or ``ListenAddress`` from ``epmd.addresses``
+for best-effort entries); the default is 127.0.0.1 only, for servers embedded in a node or a
+test (the daemon, ``python -m epmd``, listens like epmd). ``port=0`` picks a free port, shared
+by all addresses; ``server.port`` tells which.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import itertools
 import logging
+import os
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from enum import Enum
 from types import TracebackType
 from typing import cast
 
+from epmd.addresses import ListenAddress, split_address_list
 from epmd.registry import Registry
 from pyerl_node.proto.epmd_wire import (
     REFUSED_CREATION,
@@ -64,10 +82,35 @@ from pyerl_node.proto.epmd_wire import (
 )
 from pyerl_node.proto.errors import EpmdError, RemoteProtocolError
 
+try:
+    import resource
+except ImportError:  # not on Windows: no descriptor limit to respect there
+    resource = None  # type: ignore[assignment]
+
 log = logging.getLogger("epmd")
 
-DEFAULT_REQUEST_TIMEOUT = 60.0  # epmd's CLOSE_TIMEOUT
+DEFAULT_REQUEST_TIMEOUT = 5.0  # epmd waits 60 s; BEAM sends its request right after connecting
 DEFAULT_MAX_CONNECTIONS = 10_000
+LISTEN_BACKLOG = 1024
+# Descriptors kept free for the listeners, the event loop and the connections asyncio accepts
+# in one go before the server sees them (up to LISTEN_BACKLOG per listener and wakeup).
+FD_HEADROOM = LISTEN_BACKLOG + 64
+# A best-effort address is skipped on these (the host lacks that family or that address).
+_ABSENT = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT})
+
+
+def connection_capacity(max_connections: int, fd_limit: int | None) -> int:
+    """How many connections to hold at most, given the soft limit on open descriptors."""
+    if fd_limit is None or fd_limit < 0:  # RLIM_INFINITY is -1
+        return max_connections
+    headroom = min(FD_HEADROOM, fd_limit // 2)
+    return max(1, min(max_connections, fd_limit - headroom))
+
+
+def _fd_soft_limit() -> int | None:
+    if resource is None:
+        return None
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _is_local_peer(peer: tuple[str, int] | None, local: tuple[str, int] | None) -> bool:
@@ -86,16 +129,30 @@ def _is_local_peer(peer: tuple[str, int] | None, local: tuple[str, int] | None) 
     return local is not None and peer[0] == local[0]
 
 
+def _as_listen_addresses(address: str | Iterable[str | ListenAddress]) -> list[ListenAddress]:
+    items = split_address_list(address) if isinstance(address, str) else list(address)
+    return [a if isinstance(a, ListenAddress) else ListenAddress(a) for a in items]
+
+
+class ConnState(Enum):
+    """Where a connection is in its one-request life."""
+
+    AWAITING = "awaiting request"  # connected, no complete request yet
+    ANSWERED = "answered"  # the answer is written, the socket closing
+    REFUSED = "refused"  # a refused ALIVE2: epmd keeps the socket open, until our deadline
+    REGISTERED = "registered"  # a live registration: open for the node's lifetime
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: parse one request, answer it, close (or keep, for ALIVE2)."""
 
     def __init__(self, server: EpmdServer, ident: int) -> None:
         self._server = server
         self.ident = ident
+        self.state = ConnState.AWAITING
         self._parser = RequestParser()
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self.registered = False  # an ALIVE2 was answered: keep the socket, watch for close
         self.local_peer = False
         self.peer = "?"
         self.fd = -1
@@ -121,7 +178,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
             return
-        if self.registered:
+        if self.state in (ConnState.REGISTERED, ConnState.REFUSED):
             # epmd: "got more than expected on ALIVE socket" -> unregister and close.
             log.info("conn %d: %d unexpected bytes on a registration socket, closing",
                      self.ident, len(data))
@@ -137,10 +194,10 @@ class _Connection(asyncio.Protocol):
             return
         if request is None:
             return
-        self._cancel_timer()
         log.debug("conn %d: %s", self.ident, request)
+        self.state = ConnState.ANSWERED
         self._server._handle(self, request)
-        if not self.registered:
+        if self.state is ConnState.ANSWERED:
             self.close()
 
     def eof_received(self) -> bool | None:
@@ -161,6 +218,15 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()  # flushes pending writes first
 
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def keep(self) -> None:
+        """A live registration: no deadline, never evicted."""
+        self.state = ConnState.REGISTERED
+        self._cancel_timer()
+
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -168,9 +234,15 @@ class _Connection(asyncio.Protocol):
 
     def _timed_out(self) -> None:
         self._timer = None
-        log.debug("conn %d from %s: no complete request within %.1fs, closing",
-                  self.ident, self.peer, self._server.request_timeout)
-        self.close()
+        transport = self._transport
+        if transport is None:
+            return
+        log.debug("conn %d from %s (%s): deadline of %.1fs passed, closing", self.ident,
+                  self.peer, self.state.value, self._server.request_timeout)
+        if transport.get_write_buffer_size():
+            transport.abort()  # a client that does not read its answer: do not wait for it
+        else:
+            transport.close()
 
 
 class EpmdServer:
@@ -178,7 +250,7 @@ class EpmdServer:
 
     def __init__(
         self,
-        address: str | Iterable[str] = "127.0.0.1",
+        address: str | Iterable[str | ListenAddress] = "127.0.0.1",
         port: int = 4369,
         *,
         relaxed_command_check: bool = False,
@@ -186,21 +258,25 @@ class EpmdServer:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if isinstance(address, str):
-            address = [a for a in address.replace(",", " ").split() if a]
-        self.addresses = list(address) or ["127.0.0.1"]
+        self._plan = _as_listen_addresses(address) or [ListenAddress("127.0.0.1")]
+        self.addresses: list[str] = []  # what is bound, once started
         self._requested_port = port
         self.relaxed_command_check = relaxed_command_check
         self.request_timeout = request_timeout
         self.max_connections = max_connections
+        self.capacity = max_connections  # lowered by start() to fit the descriptor limit
+        self.evicted = 0  # connections closed to make room, since start
         self.registry = Registry(clock)
         self._servers: list[asyncio.Server] = []
         self._conns: dict[int, _Connection] = {}
+        # Every connection that is not a live registration, oldest first: eviction order.
+        self._evictable: OrderedDict[int, _Connection] = OrderedDict()
         self._ids = itertools.count(1)
         self._port: int | None = None
         self._stopped: asyncio.Event | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._waiters: list[tuple[Callable[[Registry], bool], asyncio.Future[None]]] = []
+        self._full = False
         self._refusing = False
 
     @property
@@ -217,26 +293,44 @@ class EpmdServer:
     async def start(self) -> None:
         if self._servers:
             raise EpmdError("EPMD server already started")
-        loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         self._stop_task = None
         port = self._requested_port
         try:
-            for addr in self.addresses:
-                server = await loop.create_server(
-                    lambda: _Connection(self, next(self._ids)), host=addr, port=port,
-                    family=socket.AF_INET6 if ":" in addr else socket.AF_INET,
-                    reuse_address=True, backlog=1024,
-                )
-                self._servers.append(server)
-                # Every address listens on the port the first one got (port=0 case).
-                port = server.sockets[0].getsockname()[1]
-        except OSError as exc:
+            for entry in self._plan:
+                server = await self._listen(entry, port)
+                if server is not None:
+                    # Every address listens on the port the first one got (port=0 case).
+                    port = server.sockets[0].getsockname()[1]
+        except EpmdError:
             await self._close_listeners()
-            raise EpmdError(f"cannot listen on {addr} port {port}: {exc}") from exc
+            raise
         self._port = port
-        log.info("EPMD listening on %s port %d%s", ", ".join(self.addresses), port,
+        self.capacity = connection_capacity(self.max_connections, _fd_soft_limit())
+        self.evicted = 0
+        log.info("EPMD listening on %s port %d, at most %d connections%s",
+                 ", ".join(self.addresses), port, self.capacity,
                  " (relaxed command check)" if self.relaxed_command_check else "")
+
+    async def _listen(self, entry: ListenAddress, port: int) -> asyncio.Server | None:
+        try:
+            server = await asyncio.get_running_loop().create_server(
+                lambda: _Connection(self, next(self._ids)), host=entry.host, port=port,
+                family=socket.AF_INET6 if entry.ipv6 else socket.AF_INET,
+                reuse_address=True, backlog=LISTEN_BACKLOG,
+            )
+        except OSError as exc:
+            if not entry.required and (exc.errno in _ABSENT
+                                       or isinstance(exc, socket.gaierror)):
+                log.info("not listening on %s: %s", entry.host, exc)
+                return None
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            if exc.errno == errno.EADDRINUSE:
+                why += " (is another EPMD running?)"
+            raise EpmdError(f"cannot listen on {entry.host} port {port}: {why}") from exc
+        self._servers.append(server)
+        self.addresses.append(entry.host)
+        return server
 
     async def stop(self) -> None:
         """Stop listening and close every connection (which unregisters every node)."""
@@ -295,6 +389,7 @@ class EpmdServer:
 
     async def _close_listeners(self) -> None:
         servers, self._servers = self._servers, []
+        self.addresses = []
         for server in servers:
             server.close()
         for server in servers:
@@ -303,20 +398,43 @@ class EpmdServer:
     # -- called by connections -------------------------------------------------------------
 
     def _accept(self, conn: _Connection) -> bool:
-        if len(self._conns) >= self.max_connections:
-            if not self._refusing:  # warn once per overload, not once per connection
-                log.warning("%d connections open: refusing new ones (from %s first)",
-                            len(self._conns), conn.peer)
+        if len(self._conns) >= self.capacity and not self._make_room(conn):
+            return False
+        if self._full and len(self._conns) < self.capacity * 0.9:  # hysteresis: log less
+            self._full = False
+            log.info("below %d connections again (%d evicted so far)", self.capacity,
+                     self.evicted)
+        self._conns[conn.ident] = conn
+        self._evictable[conn.ident] = conn
+        self._changed()
+        return True
+
+    def _make_room(self, newcomer: _Connection) -> bool:
+        """Close the oldest connection that is not a live registration; False if none."""
+        if not self._full:  # warn once per overload, not once per connection
+            self._full = True
+            log.warning("%d connections open (the limit): closing the oldest that are not "
+                        "registrations to make room (first for %s)", len(self._conns),
+                        newcomer.peer)
+        if not self._evictable:
+            log.log(logging.DEBUG if self._refusing else logging.WARNING,
+                    "all %d connections are registrations: refusing %s", len(self._conns),
+                    newcomer.peer)
             self._refusing = True
             return False
         self._refusing = False
-        self._conns[conn.ident] = conn
-        self._changed()
+        _, victim = self._evictable.popitem(last=False)
+        log.debug("conn %d from %s (%s) evicted for %s", victim.ident, victim.peer,
+                  victim.state.value, newcomer.peer)
+        victim.abort()
+        self._forget(victim)
+        self.evicted += 1
         return True
 
     def _forget(self, conn: _Connection) -> None:
         if self._conns.pop(conn.ident, None) is None:
             return
+        self._evictable.pop(conn.ident, None)
         reg = self.registry.unregister_conn(conn.ident)
         if reg is not None:
             log.info("unregistered %s (port %d, creation %d)", reg.request.name,
@@ -359,14 +477,16 @@ class EpmdServer:
             log.info("refused registration of %r (port %d) from %s", req.name, req.port,
                      conn.peer)
             conn.write(encode_alive2_resp(Alive2Resp(1, REFUSED_CREATION, extended)))
-        else:
-            log.info("registered %s at port %d, creation %d (versions %d..%d, type %d)",
-                     req.name, req.port, reg.creation, req.lowest_version,
-                     req.highest_version, req.node_type)
-            conn.write(encode_alive2_resp(Alive2Resp(0, reg.creation, extended)))
-            self._changed()
-        # As epmd: even a refused ALIVE2 keeps its socket open until the client closes it.
-        conn.registered = True
+            # As epmd: a refused ALIVE2 keeps its socket open (here until the deadline).
+            conn.state = ConnState.REFUSED
+            return
+        log.info("registered %s at port %d, creation %d (versions %d..%d, type %d)",
+                 req.name, req.port, reg.creation, req.lowest_version,
+                 req.highest_version, req.node_type)
+        conn.write(encode_alive2_resp(Alive2Resp(0, reg.creation, extended)))
+        conn.keep()
+        self._evictable.pop(conn.ident, None)
+        self._changed()
 
     def _kill(self, conn: _Connection) -> None:
         if len(self.registry) and not self.relaxed_command_check:

@@ -3,6 +3,10 @@
 * Real BEAM nodes (OTP 25, OTP 28, Elixir) register with our Python EPMD, find each other
   and ping; ``net_adm:names/0`` and the real ``epmd -names`` tool read it; a halted node's
   name disappears.
+* The daemon (``python -m epmd --daemon``): OTP 25 and OTP 28 nodes meet on it; started by
+  ``ensure_epmd`` from a process that then exits, it stays; one local process opening more
+  connections than its cap (10 500 and more) does not keep nodes from registering and
+  finding each other (the numbers are printed: run with ``-s``).
 * Our client against the real ``epmd`` daemon.
 * Conformance: one scripted sequence of raw requests (normal, refused, malformed, STOP, KILL)
   sent to the real daemon and to ours; the transcripts must match, up to creations, fds and
@@ -20,8 +24,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import re
+import resource
 import socket
+import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -30,12 +37,28 @@ from typing import Any, TypeVar
 import pytest
 
 from epmd import EpmdServer, Registry
-from interop_tests.beam import LOCALHOST, BeamNode, BeamStartError, Epmd, unique_name
+from interop_tests.beam import (
+    LOCALHOST,
+    BeamNode,
+    BeamStartError,
+    Epmd,
+    free_port,
+    unique_name,
+)
 from interop_tests.conftest import require_release
 from interop_tests.runtimes import OTP_RELEASES, epmd_binary, find_elixir
 from pyerl_node.proto.epmd_wire import Alive2Req, NodeType, encode_request
 from pyerl_node.proto.errors import EpmdError, NameInUse
 from pyerl_node.runtime import epmd_client
+from tests.test_epmd_server import (
+    DAEMON_ENV,
+    daemon,
+    names_over,
+    open_fds,
+    pid_gone,
+    proc_status_kib,
+    stop_pid,
+)
 
 T = TypeVar("T")
 WAIT = 10.0
@@ -468,3 +491,199 @@ def test_epmd_tool_sees_the_same_as_with_real_epmd(otp_release: str, relaxed: bo
         ours.stop()
     assert got == expected
     assert any("Killed" in out for out in expected)
+
+
+# --- the daemon: python -m epmd --daemon, ensure_epmd, a flood ---------------------------------
+
+
+def test_otp25_and_otp28_on_the_python_epmd_daemon(cookie: str) -> None:
+    port = free_port()
+    # As epmd: the port from ERL_EPMD_PORT, every interface; the nodes run -start_epmd false.
+    with daemon(env=DAEMON_ENV | {"ERL_EPMD_PORT": str(port)}) as pid:
+        old, new = _start_nodes(("25", "28"), port, cookie)
+        try:
+            assert old.eval(f"net_adm:ping('{new.name}')") == "pong"
+            assert new.eval(f"net_adm:ping('{old.name}')") == "pong"
+            listed = dict(asyncio.run(epmd_client.names(epmd_port=port)))
+            assert listed.keys() == {_alive(old), _alive(new)}
+            assert new.eval(f"erl_epmd:port_please(\"{_alive(old)}\", {{127,0,0,1}})") == (
+                f"{{port,{listed[_alive(old)]},6}}")
+            new.stop()  # its registration ends with it
+            deadline = time.monotonic() + WAIT
+            while _alive(new) in dict(asyncio.run(epmd_client.names(epmd_port=port))):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert not pid_gone(pid)
+        finally:
+            new.stop()
+            old.stop()
+
+
+_STARTER = ("import asyncio, sys\n"
+            "from pyerl_node.runtime.epmd_daemon import ensure_epmd\n"
+            "print(asyncio.run(ensure_epmd(int(sys.argv[1]))))\n")
+
+
+def _ensure_from_a_short_lived_process(port: int) -> str:
+    out = subprocess.run([sys.executable, "-c", _STARTER, str(port)], env=DAEMON_ENV,
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_daemon_started_by_ensure_epmd_outlives_its_starter(cookie: str) -> None:
+    require_release("28")
+    port = free_port()
+    pid = int(_ensure_from_a_short_lived_process(port))  # the starter has exited now
+    node: BeamNode | None = None
+    try:
+        time.sleep(0.5)
+        assert not pid_gone(pid)
+        assert names_over(LOCALHOST, port) == port.to_bytes(4, "big")
+        node = BeamNode.start("28", f"{unique_name('late')}@{LOCALHOST}", cookie=cookie,
+                              epmd_port=port)
+        assert dict(asyncio.run(epmd_client.names(epmd_port=port))).keys() == {_alive(node)}
+        # A second starter finds it and starts nothing.
+        assert _ensure_from_a_short_lived_process(port) == "None"
+    finally:
+        if node is not None:
+            node.stop()
+        stop_pid(pid)
+    assert pid_gone(pid)
+
+
+FLOOD = 10_500  # beyond the daemon's default cap of 10 000 connections
+CHURN_MAX = 3_000  # more connections opened, one after another, while the nodes start
+
+
+@contextlib.contextmanager
+def _fd_limit(wanted: int) -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {wanted}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionError:
+        return True
+
+
+class _Churn(threading.Thread):
+    """Opens connection after connection (and keeps them) until stopped or CHURN_MAX."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(name="epmd-churn", daemon=True)
+        self.port = port
+        self.socks: list[socket.socket] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set() and len(self.socks) < CHURN_MAX:
+            with contextlib.suppress(OSError):
+                self.socks.append(socket.create_connection((LOCALHOST, self.port), timeout=5))
+            time.sleep(0.001)
+
+
+async def _client_latencies(port: int, rounds: int = 20) -> tuple[float, float]:
+    """Median seconds of our client's register and port_please under the flood."""
+    register, lookup = [], []
+    for i in range(rounds):
+        t0 = time.perf_counter()
+        reg = await epmd_client.register(f"probe{i}", 7000 + i, epmd_port=port)
+        register.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        assert (await epmd_client.port_please(f"probe{i}", epmd_port=port)).port == 7000 + i
+        lookup.append(time.perf_counter() - t0)
+        await reg.close()
+    return statistics.median(register), statistics.median(lookup)
+
+
+@pytest.mark.timeout(600)
+def test_flood_of_connections_does_not_lock_beam_nodes_out(cookie: str) -> None:
+    require_release("25")
+    require_release("28")
+    port = free_port()
+    nums: dict[str, float] = {}
+    flood: list[socket.socket] = []
+    churn = _Churn(port)
+    nodes: list[BeamNode] = []
+    # A long deadline: only eviction, not the idle timeout, can make room here.
+    with _fd_limit(FLOOD + CHURN_MAX + 1000), \
+            daemon("--port", str(port), "--address", LOCALHOST,
+                   "--request-timeout", "600") as pid:
+        try:
+            nums["daemon RSS idle (KiB)"] = proc_status_kib(pid)
+            t0 = time.monotonic()
+            baseline = BeamNode.start("28", f"{unique_name('base')}@{LOCALHOST}",
+                                      cookie=cookie, epmd_port=port)
+            nums["OTP 28 node start, no flood (s)"] = time.monotonic() - t0
+            baseline.stop()
+            nums["client register, no flood (ms)"], nums["client lookup, no flood (ms)"] = (
+                1000 * t for t in asyncio.run(_client_latencies(port)))
+
+            t0 = time.monotonic()
+            for _ in range(FLOOD):
+                flood.append(socket.create_connection((LOCALHOST, port), timeout=WAIT))
+            nums[f"open {FLOOD} connections (s)"] = time.monotonic() - t0
+            # Accepted sockets beyond the cap live until the daemon evicts for them: settle.
+            _wait(lambda: 10_000 <= open_fds(pid) <= 10_000 + 64,
+                  "daemon did not settle at its cap of 10 000 connections")
+            nums["daemon fds, flooded"] = open_fds(pid)
+            nums["daemon RSS flooded (KiB)"] = proc_status_kib(pid)
+
+            churn.start()  # keep flooding while the nodes come up
+            t0 = time.monotonic()
+            nodes.append(BeamNode.start("28", f"{unique_name('a')}@{LOCALHOST}", cookie=cookie,
+                                        epmd_port=port))
+            nums["OTP 28 node start, flooded (s)"] = time.monotonic() - t0
+            t0 = time.monotonic()
+            nodes.append(BeamNode.start("25", f"{unique_name('b')}@{LOCALHOST}", cookie=cookie,
+                                        epmd_port=port))
+            nums["OTP 25 node start, flooded (s)"] = time.monotonic() - t0
+            a, b = nodes
+            t0 = time.monotonic()
+            assert b.eval(f"net_adm:ping('{a.name}')") == "pong"  # b found a through EPMD
+            nums["OTP 25 finds and pings OTP 28, flooded (s)"] = time.monotonic() - t0
+            nums["client register, flooded (ms)"], nums["client lookup, flooded (ms)"] = (
+                1000 * t for t in asyncio.run(_client_latencies(port)))
+            churn.halt.set()
+            churn.join(WAIT)
+            nums["churn connections"] = len(churn.socks)
+            listed = dict(asyncio.run(epmd_client.names(epmd_port=port)))
+            assert listed.keys() == {_alive(a), _alive(b)}
+            assert open_fds(pid) <= 10_000 + 64  # the cap held
+            evicted = sum(_closed_by_peer(s) for s in flood + churn.socks)
+            nums["flood connections closed by the daemon"] = evicted
+            assert evicted >= FLOOD + len(churn.socks) - 10_000
+            assert a.eval(f"net_adm:ping('{b.name}')") == "pong"
+        finally:
+            for sock in flood + churn.socks:
+                sock.close()
+            churn.halt.set()
+            for node in nodes:
+                node.stop()
+        _wait(lambda: open_fds(pid) < 100, "daemon kept the flood's sockets")
+        nums["daemon RSS after the flood (KiB)"] = proc_status_kib(pid)
+        nums["daemon peak RSS (KiB)"] = proc_status_kib(pid, "VmHWM")
+        nums["daemon fds after the flood"] = open_fds(pid)
+    print("\nEPMD flood numbers:")
+    for label, value in nums.items():
+        print(f"  {label}: {value:.3g}" if isinstance(value, float) else f"  {label}: {value}")

@@ -1,24 +1,35 @@
 """The Python EPMD server (epmd/) driven in-process by our client and by raw sockets:
-epmd's behaviour for every request, and bad input that must only affect its own connection."""
+epmd's behaviour for every request, bad input that must only affect its own connection, the
+deadlines and eviction that keep a flood from locking nodes out; and the daemon
+(``python -m epmd``: options, detaching, addresses) with ``ensure_epmd``, which starts it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import random
+import re
+import select
 import signal
 import socket
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+import epmd.server as epmd_server
 from epmd import EpmdServer
-from epmd.server import _is_local_peer
+from epmd.addresses import ListenAddress, listen_plan, split_address_list
+from epmd.daemonize import Readiness
+from epmd.server import FD_HEADROOM, _is_local_peer, connection_capacity
 from pyerl_node.proto.epmd_wire import (
     Alive2Req,
+    NamesReq,
     NodeType,
     PortPlease2Req,
     encode_request,
@@ -31,6 +42,8 @@ from pyerl_node.proto.errors import (
     NodeNotFound,
 )
 from pyerl_node.runtime import epmd_client
+from pyerl_node.runtime.epmd_daemon import ensure_epmd, epmd_accepts
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT = 5.0  # bound for every wait in this file
@@ -325,19 +338,176 @@ async def test_random_bytes_never_hurt_the_server(server: EpmdServer) -> None:
             await server.wait_for(lambda reg: server.connection_count == 1 and len(reg) == 1)
 
 
-async def test_connection_limit() -> None:
-    async with EpmdServer(port=0, max_connections=3) as srv:
-        held = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(3)]
+# --- hardening: deadlines, eviction, descriptor limits ---------------------------------------
+
+
+async def hold(port: int, data: bytes = b"") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An open connection that has sent ``data`` (maybe nothing)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    if data:
+        writer.write(data)
+        await writer.drain()
+    return reader, writer
+
+
+async def register_raw(port: int, name: str) -> tuple[asyncio.StreamReader,
+                                                      asyncio.StreamWriter]:
+    """A registration made over a raw socket (its reply checked): closing it unregisters."""
+    reader, writer = await hold(port, encode_request(Alive2Req(5001, name)))
+    async with asyncio.timeout(WAIT):
+        assert (await reader.readexactly(6))[:2] == b"v\x00"
+    return reader, writer
+
+
+async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
+    """Whether the server closes (or resets) the connection within ``within`` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            while await reader.read(4096):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+    return True
+
+
+async def close_all(conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
+    for _, writer in conns:
+        writer.close()
+    await asyncio.gather(*(w.wait_closed() for _, w in conns), return_exceptions=True)
+
+
+async def test_refused_alive2_is_closed_at_the_deadline() -> None:
+    async with EpmdServer(port=0, request_timeout=0.3) as srv:
+        held = await register_raw(srv.port, "taken")
+        reader, writer = await hold(srv.port, encode_request(Alive2Req(5002, "taken")))
+        async with asyncio.timeout(WAIT):
+            assert await reader.readexactly(6) == b"v\x01\x00\x00\x00c"
+        assert not await closed_by_server(reader, 0.1)  # open for a while, as with epmd...
+        assert await closed_by_server(reader, WAIT)  # ...but not for ever
+        reg = srv.registry.lookup("taken")
+        assert reg is not None and reg.request.port == 5001
+        await close_all([held, (reader, writer)])
+
+
+async def test_registrations_have_no_deadline() -> None:
+    async with EpmdServer(port=0, request_timeout=0.2) as srv:
+        reg = await register_raw(srv.port, "lasting")
+        silent = await hold(srv.port)
+        assert await closed_by_server(silent[0], WAIT)  # the deadline is short...
+        await asyncio.sleep(0.3)
+        assert not await closed_by_server(reg[0], 0.1)  # ...and does not apply to a node
+        assert (await epmd_client.port_please("lasting", epmd_port=srv.port)).port == 5001
+        await close_all([reg, silent])
+
+
+async def test_full_server_evicts_the_oldest_connection_that_is_no_registration() -> None:
+    async with EpmdServer(port=0, max_connections=3, request_timeout=60) as srv:
+        p = srv.port
+        keeper = await register_raw(p, "keeper")  # the oldest connection of all
+        a = await hold(p)
+        b = await hold(p, b"\x00")  # half a request
         async with asyncio.timeout(WAIT):
             await srv.wait_for(lambda _: srv.connection_count == 3)
-        reply, closed = await exchange(srv.port, encode_request(PortPlease2Req("x")))
-        assert (reply, closed) == (b"", True)
-        for _, writer in held:
-            writer.close()
-            await writer.wait_closed()
+        # Full: a lookup still gets its answer; the oldest non-registration (a) made room.
+        reply, closed = await exchange(p, encode_request(PortPlease2Req("keeper")))
+        assert reply[:4] == b"w\x00" + (5001).to_bytes(2, "big") and closed
+        assert await closed_by_server(a[0], WAIT)
+        assert not await closed_by_server(b[0], 0.2)
+        # Next in line is b, older than d.
+        async with asyncio.timeout(WAIT):
+            await srv.wait_for(lambda _: srv.connection_count == 2)
+        d = await hold(p)
+        async with asyncio.timeout(WAIT):
+            await srv.wait_for(lambda _: srv.connection_count == 3)
+        e = await hold(p)
+        assert await closed_by_server(b[0], WAIT)
+        assert not await closed_by_server(d[0], 0.2)
+        assert not await closed_by_server(keeper[0], 0.1)
+        assert srv.evicted == 2 and srv.connection_count == 3
+        assert srv.registry.lookup("keeper") is not None
+        await close_all([keeper, a, b, d, e])
+
+
+async def test_newcomer_refused_only_when_all_are_registrations() -> None:
+    async with EpmdServer(port=0, max_connections=2, request_timeout=60) as srv:
+        regs = [await register_raw(srv.port, name) for name in ("one", "two")]
+        assert await exchange(srv.port, encode_request(NamesReq())) == (b"", True)
+        assert srv.evicted == 0
+        assert sorted(n for n, _ in srv.registry.names()) == ["one", "two"]
+        assert not any([await closed_by_server(r, 0.1) for r, _ in regs])
+        await close_all(regs)
+
+
+async def test_a_flood_cannot_lock_nodes_out() -> None:
+    cap = 100
+    async with EpmdServer(port=0, max_connections=cap, request_timeout=60) as srv:
+        p = srv.port
+        regs = [await epmd_client.register(f"n{i}", 5001 + i, epmd_port=p) for i in range(3)]
+        flood = await asyncio.gather(*(hold(p) for _ in range(4 * cap)))
+        async with asyncio.timeout(WAIT):
+            await srv.wait_for(lambda _: srv.evicted >= 3 * cap)
+        assert srv.connection_count == cap
+        # While the flood holds the server full, a node registers and every node is found.
+        async with await epmd_client.register("late", 6000, epmd_port=p) as late:
+            assert late.creation >= 4
+            for name, port in (("n0", 5001), ("n2", 5003), ("late", 6000)):
+                assert (await epmd_client.port_please(name, epmd_port=p)).port == port
+            assert len(await epmd_client.names(epmd_port=p)) == 4
+        assert srv.connection_count <= cap
+        for reg in regs:
+            assert not reg.closed
+            await reg.close()
+        await close_all(flood)
         async with asyncio.timeout(WAIT):
             await srv.wait_for(lambda _: srv.connection_count == 0)
+
+
+def test_connection_capacity() -> None:
+    assert connection_capacity(10_000, None) == 10_000
+    assert connection_capacity(10_000, -1) == 10_000  # RLIM_INFINITY
+    assert connection_capacity(10_000, 20_000) == 10_000
+    assert connection_capacity(10_000, 4096) == 4096 - FD_HEADROOM
+    assert connection_capacity(10_000, 1024) == 512
+    assert connection_capacity(3, 1024) == 3
+
+
+async def test_capacity_stays_below_the_descriptor_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(epmd_server, "_fd_soft_limit", lambda: 256)
+    async with EpmdServer(port=0) as srv:
+        assert (srv.max_connections, srv.capacity) == (10_000, 128)
+
+
+# --- addresses ------------------------------------------------------------------------------
+
+
+def test_listen_plan_as_epmd() -> None:
+    la = ListenAddress
+    assert listen_plan(None) == listen_plan([]) == [la("0.0.0.0"), la("::", required=False)]
+    assert listen_plan(["10.1.2.3"]) == [la("10.1.2.3"), la("127.0.0.1"),
+                                         la("::1", required=False)]
+    assert listen_plan(["::1", "127.0.0.1", "127.0.0.1"]) == [la("::1"), la("127.0.0.1")]
+    assert listen_plan(["0.0.0.0"]) == [la("0.0.0.0"), la("::1", required=False)]
+    assert listen_plan(["0:0::1", "::"]) == [la("::1"), la("::"), la("127.0.0.1")]
+    assert split_address_list(" 127.0.0.2, ::1,10.0.0.1 ") == ["127.0.0.2", "::1", "10.0.0.1"]
+
+
+@pytest.mark.parametrize("bad", ["localhost", "1.2.3.456", "127.0.0.1/8", "::g"])
+def test_listen_plan_rejects_what_epmd_cannot_parse(bad: str) -> None:
+    with pytest.raises(EpmdError, match=f"cannot parse IP address '{re.escape(bad)}'"):
+        listen_plan(["127.0.0.1", bad])
+
+
+async def test_best_effort_addresses_are_skipped_required_ones_fail() -> None:
+    # 192.0.2.1 (TEST-NET-1) is on no interface of this host.
+    plan = [ListenAddress("127.0.0.1"), ListenAddress("192.0.2.1", required=False)]
+    async with EpmdServer(address=plan, port=0) as srv:
+        assert srv.addresses == ["127.0.0.1"]
         assert await epmd_client.names(epmd_port=srv.port) == []
+    with pytest.raises(EpmdError, match=r"cannot listen on 192\.0\.2\.1 port 0: Cannot assign"):
+        await EpmdServer(address="192.0.2.1", port=0).start()
 
 
 def test_local_peer_rule() -> None:
@@ -383,14 +553,114 @@ async def test_start_errors_are_epmd_errors(server: EpmdServer) -> None:
         _ = EpmdServer().port
 
 
+# --- the daemon: CLI, detaching, addresses ----------------------------------------------------
+# Helpers shared with interop_tests/test_epmd_interop.py.
+
+_ENV = {k: v for k, v in os.environ.items() if not k.startswith("ERL_EPMD_")}
+DAEMON_ENV = _ENV | {"PYTHONPATH": str(REPO)}
+
+
+def run_epmd(*args: str, env: dict[str, str] | None = None, timeout: float = 30,
+             pass_fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """``python -m epmd ARGS`` to completion (the launcher only, with ``--daemon``)."""
+    return subprocess.run([sys.executable, "-m", "epmd", *args], env=env or DAEMON_ENV,
+                          capture_output=True, text=True, timeout=timeout, check=False,
+                          stdin=subprocess.DEVNULL, pass_fds=pass_fds)
+
+
+def start_daemon(*args: str, env: dict[str, str] | None = None,
+                 pass_fds: tuple[int, ...] = ()) -> int:
+    """Start ``python -m epmd --daemon ARGS``; the daemon's pid once it listens."""
+    out = run_epmd("--daemon", "--print-pid", *args, env=env, pass_fds=pass_fds)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout)
+
+
+def pid_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def stop_pid(pid: int, timeout: float = WAIT) -> None:
+    """SIGTERM, then SIGKILL, to a daemon started by a test; returns once it is gone."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if pid_gone(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while not pid_gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert pid_gone(pid), f"pid {pid} survived SIGKILL"
+
+
+@contextlib.contextmanager
+def daemon(*args: str, env: dict[str, str] | None = None) -> Iterator[int]:
+    pid = start_daemon(*args, env=env)
+    try:
+        yield pid
+    finally:
+        stop_pid(pid)
+
+
+def zombie_children() -> list[int]:
+    """Children of this process that exited and were not reaped."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            if fields[0] == "Z" and int(fields[1]) == os.getpid():
+                found.append(int(stat.parent.name))
+    return found
+
+
+def proc_status_kib(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def listeners(port: int) -> set[str]:
+    """The addresses with a TCP socket listening on ``port`` (Linux /proc/net)."""
+    found: set[str] = set()
+    for table, width in (("tcp", 4), ("tcp6", 16)):
+        path = Path("/proc/net") / table
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            host, _, hexport = local.partition(":")
+            if state != "0A" or int(hexport, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(host)  # 32-bit words in host (little-endian) order
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4))
+            found.add(str(ipaddress.ip_address(raw)))
+    return found
+
+
+def names_over(host: str, port: int) -> bytes:
+    with socket.create_connection((host, port), timeout=WAIT) as sock:
+        sock.sendall(encode_request(NamesReq()))
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+        return reply
+
+
 async def test_cli_runs_until_sigterm() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "epmd", "--port", str(port), "-v", env=env,
-        stderr=asyncio.subprocess.PIPE)
+        sys.executable, "-m", "epmd", "--port", str(port), "--address", "127.0.0.1", "-v",
+        env=DAEMON_ENV, stderr=asyncio.subprocess.PIPE)
     try:
         assert proc.stderr is not None
         async with asyncio.timeout(20):
@@ -406,6 +676,162 @@ async def test_cli_runs_until_sigterm() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_cli_help() -> None:
+    out = run_epmd("--help")
+    assert out.returncode == 0
+    for option in ("--port", "--address", "--daemon", "--pidfile", "--request-timeout",
+                   "--max-connections", "ERL_EPMD_ADDRESS"):
+        assert option in out.stdout
+
+
+@pytest.mark.parametrize("daemonize", [False, True], ids=["foreground", "daemon"])
+def test_cli_port_in_use_is_one_line_and_status_1(daemonize: bool) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        args = ["--daemon"] * daemonize + ["--port", str(port), "--address", "127.0.0.1"]
+        out = run_epmd(*args)
+    assert out.returncode == 1
+    assert out.stderr == (f"epmd: cannot listen on 127.0.0.1 port {port}: Address already in "
+                          "use (is another EPMD running?)\n")
+    assert out.stdout == ""
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--address", "1.2.3.456"], {}, "cannot parse IP address '1.2.3.456'"),
+    (["--address", "127.0.0.1,localhost"], {}, "cannot parse IP address 'localhost'"),
+    ([], {"ERL_EPMD_ADDRESS": "nowhere"}, "cannot parse IP address 'nowhere'"),
+    ([], {"ERL_EPMD_PORT": "abc"}, "ERL_EPMD_PORT='abc' is not a TCP port number"),
+    (["--port", "70000"], {}, "--port 70000 is not a TCP port number"),
+    (["--daemon", "--address", "192.0.2.1"], {}, "cannot listen on 192.0.2.1 port {port}: "
+                                                  "Cannot assign requested address"),
+])
+def test_cli_bad_input_is_one_line_and_status_1(args: list[str], env: dict[str, str],
+                                                message: str) -> None:
+    port = free_port()
+    chosen = "--port" in args or "ERL_EPMD_PORT" in env
+    out = run_epmd(*args, *([] if chosen else ["--port", str(port)]), env=DAEMON_ENV | env)
+    assert out.returncode == 1
+    assert out.stderr == f"epmd: {message.format(port=port)}\n"
+    assert not listeners(port)
+
+
+def test_daemon_detaches_and_listens_on_all_interfaces(tmp_path: Path) -> None:
+    port = free_port()
+    pidfile = tmp_path / "epmd.pid"
+    inherited_r, inherited_w = os.pipe()
+    # The port from ERL_EPMD_PORT, as epmd.
+    pid = start_daemon("--pidfile", str(pidfile), env=DAEMON_ENV | {"ERL_EPMD_PORT": str(port)},
+                       pass_fds=(inherited_w,))
+    try:
+        os.close(inherited_w)
+        # The daemon closed the descriptors it inherited: the pipe is at its end.
+        assert select.select([inherited_r], [], [], WAIT)[0] == [inherited_r]
+        assert os.read(inherited_r, 1) == b""
+        os.close(inherited_r)
+        assert pidfile.read_text() == f"{pid}\n"
+        with pytest.raises(ChildProcessError):  # not our child: never our zombie
+            os.waitpid(pid, os.WNOHANG)
+        assert os.getsid(pid) != os.getsid(0)
+        assert os.readlink(f"/proc/{pid}/cwd") == "/"
+        assert {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in (0, 1, 2)} == {"/dev/null"}
+        expected = {"0.0.0.0", "::"} if _ipv6_loopback() else {"0.0.0.0"}
+        assert listeners(port) == expected
+        assert names_over("127.0.0.1", port) == port.to_bytes(4, "big")
+        if _ipv6_loopback():
+            assert names_over("::1", port) == port.to_bytes(4, "big")
+    finally:
+        stop_pid(pid)
+    assert not pidfile.exists()
+    assert not listeners(port)
+
+
+@pytest.mark.parametrize(("args", "env", "listed"), [
+    ([], {"ERL_EPMD_ADDRESS": "127.0.0.2"}, "127.0.0.2"),
+    (["--address", "127.0.0.3"], {"ERL_EPMD_ADDRESS": "127.0.0.2"}, "127.0.0.3"),
+], ids=["env", "option-beats-env"])
+def test_daemon_address_list_adds_loopback(args: list[str], env: dict[str, str],
+                                           listed: str) -> None:
+    port = free_port()
+    with daemon("--port", str(port), *args, env=DAEMON_ENV | env):
+        loopbacks = {"127.0.0.1", "::1"} if _ipv6_loopback() else {"127.0.0.1"}
+        assert listeners(port) == {listed} | loopbacks
+        assert names_over(listed, port) == port.to_bytes(4, "big")
+        assert names_over("127.0.0.1", port) == port.to_bytes(4, "big")
+
+
+def test_daemon_relaxed_command_check_from_env() -> None:
+    port = free_port()
+    env = DAEMON_ENV | {"ERL_EPMD_RELAXED_COMMAND_CHECK": "1"}
+    pid = start_daemon("--port", str(port), "--address", "127.0.0.1", env=env)
+    try:
+        async def session() -> bool:
+            async with await epmd_client.register("alive", 5001, epmd_port=port):
+                return await epmd_client.kill(epmd_port=port)
+
+        assert asyncio.run(session()) is True  # KILL with a live node: honoured
+        deadline = time.monotonic() + WAIT
+        while not pid_gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pid_gone(pid)
+    finally:
+        stop_pid(pid)
+
+
+def test_readiness_report_to_a_starter_that_gave_up() -> None:
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    assert Readiness(write_fd).ready() is False  # the daemon then exits instead of lingering
+
+
+# --- ensure_epmd: start the daemon when nothing listens ------------------------------------
+
+
+async def test_ensure_epmd_uses_what_listens(server: EpmdServer) -> None:
+    assert await ensure_epmd(server.port) is None
+    async with asyncio.timeout(WAIT):  # the probe's connection is gone again
+        await server.wait_for(lambda _: server.connection_count == 0)
+
+
+async def test_ensure_epmd_starts_a_detached_daemon() -> None:
+    port = free_port()
+    pid = await ensure_epmd(port, address="127.0.0.1")
+    assert pid is not None
+    try:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        assert zombie_children() == []  # the launcher was reaped
+        async with await epmd_client.register("ensured", 5001, epmd_port=port):
+            assert (await epmd_client.dump(epmd_port=port)).epmd_port == port
+            assert await ensure_epmd(port) is None  # now it is there
+    finally:
+        stop_pid(pid)
+
+
+async def test_ensure_epmd_errors_name_the_port() -> None:
+    with socket.socket() as blocker:  # bound, not listening: refuses, yet the port is taken
+        blocker.bind(("127.0.0.1", 0))
+        port = blocker.getsockname()[1]
+        with pytest.raises(EpmdError, match=rf"^cannot start the Python EPMD on port {port} "
+                                            r"\(address 127.0.0.1\): cannot listen on "
+                                            r"127.0.0.1 .*Address already in use"):
+            await ensure_epmd(port, address="127.0.0.1")
+    with pytest.raises(EpmdError, match=rf"port {port} \(address nowhere\): cannot parse IP"):
+        await ensure_epmd(port, address="nowhere")
+    with pytest.raises(LocalProtocolError, match="not a TCP port"):
+        await ensure_epmd(0)
+
+
+async def test_ensure_epmd_timeout_leaves_no_daemon() -> None:
+    port = free_port()
+    with pytest.raises(EpmdError, match=rf"port {port} .*did not start listening within 0.05s"):
+        await ensure_epmd(port, address="127.0.0.1", timeout=0.05)
+    await asyncio.sleep(2.0)  # a daemon forked before the launcher died exits on its own
+    assert not await epmd_accepts(port)
+    assert zombie_children() == []
 
 
 # --- client errors --------------------------------------------------------------------------
