@@ -106,6 +106,7 @@ class Node:
         self._start_epmd = start_epmd
         self._embedded_epmd_wanted = embedded_epmd
         self._embedded_epmd: Any = None
+        self._epmd_daemon_pid: int | None = None  # the EPMD daemon this node started, if any
         self._global_names = global_names
         self._global: GlobalNameServer | None = None
 
@@ -152,7 +153,9 @@ class Node:
 
             pid = await ensure_epmd(port)
             if pid is not None:
-                log.info("started the Python EPMD daemon on port %d (pid %d)", port, pid)
+                self._epmd_daemon_pid = pid
+                log.info("started the Python EPMD daemon on port %d (pid %d); it outlives "
+                         "this node, as erl's epmd -daemon does", port, pid)
         await self._kernel.register_with_epmd()
 
     async def stop(self) -> None:
