@@ -12,7 +12,15 @@ import pytest
 
 from pyerl_node.proto import etf
 from pyerl_node.proto.errors import DecodeError
-from pyerl_node.proto.terms import Atom, BitBinary, ImproperList, Pid, Port, Reference
+from pyerl_node.proto.terms import (
+    Atom,
+    BitBinary,
+    FrozenMap,
+    ImproperList,
+    Pid,
+    Port,
+    Reference,
+)
 
 DEEP = 10**6
 
@@ -255,3 +263,135 @@ def test_chains_of_list_tails_decode_in_linear_time_and_no_depth() -> None:
         improper = etf.decode(b"\x83" + b"\x6c\x00\x00\x00\x01\x61\x01" * cells + b"\x61\x02")
     assert proper == [1] * cells
     assert improper == ImproperList((1,) * cells, 2)
+
+
+# --- hash flooding, deep keys, caches ----------------------------------------------------------
+
+P61 = 2**61 - 1  # Python hashes an int modulo this: K * P61 all hash to 0
+
+
+def _int_map(keys: list[int]) -> bytes:
+    """The map ``#{K => 1}`` for ``keys``, written without building a dict (which would take
+    the quadratic time the decoder avoids)."""
+    return b"\x83\x74" + U32(len(keys)) + b"".join(etf.encode(k)[1:] + b"\x61\x01" for k in keys)
+
+
+def test_a_map_of_colliding_integer_keys_is_refused_quickly() -> None:
+    # 50,000 keys with one hash, 0.7 MB: building the dict would take about half a minute.
+    data = _int_map([k * P61 for k in range(1, 50_001)])
+    with quickly(1.0):
+        err = fails(data, tag=etf.MAP, match="hash flooding")
+    assert "50000 keys" in str(err)
+    # The same behind an unhashable key (the slow path, which freezes keys first).
+    flat = _int_map([k * P61 for k in range(1, 40_000)])[6:]
+    with_list = b"\x83\x74" + U32(40_000) + b"\x6b\x00\x01\x07\x61\x01" + flat
+    with quickly(1.0):
+        fails(with_list, tag=etf.MAP, match="hash flooding")
+
+
+def test_equal_hashes_that_real_maps_have_are_accepted() -> None:
+    # Erlang-distinct keys that Python hashes alike come in groups of at most four.
+    keys: list[object] = []
+    for n in range(2, 500):
+        keys += [n, float(n)]
+    keys += [0, 0.0, -0.0, False, 1, 1.0, True, -1, -2, -1.0, -2.0]
+    body = b"".join(etf.encode(k)[1:] + b"\x6a" for k in keys)
+    term = etf.decode(b"\x83\x74" + U32(len(keys)) + body)
+    assert len(term) == len(keys) and term[7] == [] and term[-0.0] == []
+    # Some colliding keys in a big map cost little and pass; beyond that the map is refused.
+    etf.decode(_int_map(list(range(1000)) + [k * P61 for k in range(1, 60)]))
+    fails(_int_map(list(range(1000)) + [k * P61 for k in range(1, 70)]), match="flooding")
+    # A map below the checked size costs at most its size per key: not checked at all.
+    assert len(etf.decode(_int_map([k * P61 for k in range(1, 32)]))) == 31
+
+
+def test_deep_equal_keys_are_a_decode_error_not_a_recursion_error() -> None:
+    key = b"\x68\x01" * 5000 + b"\x6a"
+    fails(b"\x83\x74" + U32(2) + key + b"\x61\x01" + key + b"\x61\x02", tag=etf.MAP,
+          match="cannot be represented")
+
+
+def test_python_equal_map_keys_compare_in_linear_time() -> None:
+    # #{#{1 => x, ...} => a, #{1.0 => x, ...} => b}: the two keys are equal in Python, so
+    # they become ExactKeys, whose comparison must not scan one map per key of the other.
+    n = 20_000
+    ints = dict.fromkeys(range(n), 0)
+    floats = dict.fromkeys(map(float, range(n)), 0)
+    data = b"\x83\x74" + U32(2) + etf.encode(ints)[1:] + b"\x61\x01" + etf.encode(
+        floats)[1:] + b"\x61\x02"
+    with quickly(1.0):
+        term = etf.decode(data)
+    assert sorted(term.values()) == [1, 2]
+    assert etf.encode(term) == data
+
+
+def test_atom_caches_tell_the_length_forms_apart() -> None:
+    # Found by fuzzing: the 15 bytes "\x0e" + 14 text bytes are a whole SMALL_ATOM_UTF8, and
+    # also the start of an ATOM_UTF8 (2-byte length 0x0e..) cut short. One cache for both
+    # tags decoded the truncated one as the cached atom.
+    text = "ünïcödé€".encode()
+    assert len(text) == 14
+    assert etf.decode(b"\x83\x77\x0e" + text) is Atom("ünïcödé€")
+    fails(b"\x83\x76\x0e" + text, tag=etf.ATOM_UTF8, match="truncated")
+    # ... and the same bytes read as SMALL (1-byte length) or ATOM (2-byte) are other atoms.
+    latin = b"\x00\x05hello"
+    assert etf.decode(b"\x83\x64" + latin) is Atom("hello")
+    fails(b"\x83\x73" + latin, match="trailing")
+
+
+def test_compressed_terms_are_bounded_by_the_frame_limit_by_default() -> None:
+    assert etf.DEFAULT_MAX_DECOMPRESSED_SIZE == 1 << 30
+    payload = zlib.compress(b"\x6a")
+    fails(b"\x83\x50" + U32((1 << 30) + 1) + payload, tag=etf.COMPRESSED, match="limit")
+    fails(b"\x83\x50" + U32(10) + payload, tag=etf.COMPRESSED, match="less than")
+
+
+def test_atom_caches_are_bounded_and_emptied_when_full() -> None:
+    for i in range(etf._ATOM_CACHE_MAX + 10):
+        name = f"cache_fill_{i}".encode()
+        assert etf.decode(b"\x83\x77" + bytes((len(name),)) + name).name == name.decode()
+    assert 0 < len(etf._UTF8_ATOMS) <= etf._ATOM_CACHE_MAX
+    assert etf.decode(b"\x83\x77\x0ccache_fill_0") is Atom("cache_fill_0")
+
+
+def _colliding_pairs(count: int) -> list[tuple[int, int]]:
+    """``count`` pairs ``(a, b)`` of small ints whose tuples all have one hash: CPython's tuple
+    hash (xxHash-like) can be inverted lane by lane, so a peer can craft such keys."""
+    mask = 2**64 - 1
+    prime1, prime2, prime5 = 11400714785074694791, 14029467366897019727, 2870177450012600261
+    target = hash((1, 2)) & mask
+    before_length = (target - (2 ^ (prime5 ^ 3527539))) & mask
+    unmixed = (before_length * pow(prime1, -1, 2**64)) & mask
+    unrotated = ((unmixed >> 31) | (unmixed << 33)) & mask
+    inverse2 = pow(prime2, -1, 2**64)
+    pairs: list[tuple[int, int]] = []
+    a = 0
+    while len(pairs) < count:
+        a += 1
+        lane = (prime5 + a * prime2) & mask
+        first = (((lane << 31) | (lane >> 33)) * prime1) & mask
+        b = ((unrotated - first) * inverse2) & mask
+        if b < P61:  # an int whose hash is itself
+            pairs.append((a, b))
+    assert len({hash(p) for p in pairs}) == 1  # (the a are distinct: so are the pairs)
+    return pairs
+
+
+def test_colliding_tuple_keys_are_refused() -> None:
+    pairs = _colliding_pairs(5000)
+    data = b"\x83\x74" + U32(len(pairs)) + b"".join(etf.encode(p)[1:] + b"\x6a" for p in pairs)
+    with quickly(1.0):
+        fails(data, tag=etf.MAP, match="hash flooding")
+
+
+def test_a_map_key_whose_entries_collide_freezes_in_linear_time() -> None:
+    # #{#{A1 => B1, A2 => B2, ...} => ok}: the inner map's keys hash apart, but its entries
+    # {Ai, Bi} all hash alike; freezing it (a map used as a key) must not compare them.
+    pairs = _colliding_pairs(20_000)
+    inner = b"\x74" + U32(len(pairs)) + b"".join(
+        etf.encode(a)[1:] + etf.encode(b)[1:] for a, b in pairs)
+    data = b"\x83\x74" + U32(1) + inner + b"\x77\x02ok"
+    with quickly(1.0):
+        term = etf.decode(data)
+    (key,) = term
+    assert isinstance(key, FrozenMap) and len(key) == 20_000 and term[key] is Atom("ok")

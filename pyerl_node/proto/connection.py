@@ -4,8 +4,12 @@ Bytes in, events out; messages in, bytes out; the clock is an argument:
 
 * :meth:`Connection.receive_data` takes bytes as they arrive and returns the control
   messages of every whole packet (4-byte length prefix; a zero-length packet is a tick).
-  A packet that cannot be decoded becomes a :class:`BadFrame` event and the connection goes
-  on; only a broken stream (a length beyond ``max_message_size``) raises.
+  A packet that breaks the protocol fails the connection, as the BEAM disconnects a peer for
+  one (erts ``dist.c``: a packet that does not decode, a malformed control tuple, an
+  operation it does not know, a fragment out of sequence, all end in killing the
+  connection): :meth:`~Connection.receive_data` raises
+  :class:`~pyerl_node.proto.errors.FrameError`, which carries the messages decoded before
+  the bad packet in the same call, and the machine stays FAILED.
 * :meth:`Connection.send` encodes a control message into the outbound buffer;
   :meth:`Connection.data_to_send` hands out everything queued as one chunk, so the runtime
   writes any number of messages with one call.
@@ -15,8 +19,9 @@ Bytes in, events out; messages in, bytes out; the clock is an argument:
 The frame format is fixed by the negotiated flags (§5.1): with DIST_HDR_ATOM_CACHE or
 FRAGMENTS every packet starts with a distribution header (131, 68/69/70, see
 :mod:`pyerl_node.proto.dist_header`), otherwise with the pass-through byte 112 followed by two
-complete external terms. A packet in the other format is a :class:`BadFrame` (BEAM drops the
-connection for it: "Got message from incompatible erlang").
+complete external terms. A packet in the other format fails the connection too (BEAM drops it
+for that: "Got message from incompatible erlang"). A compressed term inflates to at most
+``max_message_size`` bytes, the bound on a packet.
 
 Ticks follow BEAM's ticker (§7): it fires every ``net_ticktime / tick_intensity`` seconds.
 A firing queues a tick if nothing was sent since the previous one, and fails the connection
@@ -34,7 +39,6 @@ prefix that is filled in afterwards; a big message is cut into fragments in plac
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import Enum
 from typing import Final, TypeAlias
 
@@ -81,9 +85,16 @@ from pyerl_node.proto.dist_header import (
     fragment_headers,
     read_fragment_ids,
 )
-from pyerl_node.proto.errors import LocalProtocolError, NetTickTimeout, RemoteProtocolError
-from pyerl_node.proto.etf import SMALL_TUPLE, decode_from, encode, encode_into
+from pyerl_node.proto.errors import (
+    FrameError,
+    LocalProtocolError,
+    NetTickTimeout,
+    RemoteProtocolError,
+)
+from pyerl_node.proto.etf import COMPRESSED, SMALL_TUPLE, decode_from, encode, encode_into
 from pyerl_node.proto.flags import DistFlag
+from pyerl_node.proto.limits import MAX_FRAME
+from pyerl_node.proto.safe_repr import safe_repr
 from pyerl_node.proto.terms import Atom, Term
 
 PASS_THROUGH: Final = 112
@@ -103,6 +114,7 @@ _MAX_SENT_CTRL: Final = 256
 # MONITOR_P and DEMONITOR_P, sent around every gen call.
 _HEAD_OPS: Final = frozenset({19, 20})
 _HEAD_REPEATED: Final = frozenset({MonitorP, DemonitorP})
+_MAX_DESCRIPTION: Final = 200  # characters of a FrameError's description
 
 # Control messages the peer understands only with a flag (PROTOCOL.md §4.1, §6). Sending one
 # without it makes BEAM drop the connection, so it is refused here instead.
@@ -130,21 +142,13 @@ _REQUIRED_FLAG: Final[dict[type, DistFlag]] = {
 
 
 class ConnectionState(Enum):
-    """OPEN until a fatal error (broken stream, net_ticktime expiry); FAILED after it."""
+    """OPEN until a fatal error (a bad packet, net_ticktime expiry); FAILED after it."""
 
     OPEN = "open"
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
-class BadFrame:
-    """One packet that could not be decoded; the connection goes on without it."""
-
-    error: RemoteProtocolError
-    raw: bytes  # the packet, without its length prefix
-
-
-Event: TypeAlias = ControlMessage | UnknownControl | BadFrame
+Event: TypeAlias = ControlMessage
 
 
 class Connection:
@@ -152,8 +156,9 @@ class Connection:
 
     ``flags`` are the negotiated (AND-ed) flags; ``now`` is the current time on the clock
     later passed to :meth:`receive_data` and :meth:`handle_timer`. ``fragment_size`` bounds
-    the bytes of one outbound fragment. ``max_message_size`` bounds an inbound packet and
-    the bytes held for incomplete fragmented messages (all together);
+    the bytes of one outbound fragment. ``max_message_size`` bounds an inbound packet, what
+    a compressed term in it may inflate to, and the bytes held for incomplete fragmented
+    messages (all together);
     ``max_pending_fragments`` bounds how many of those may be open at once.
     """
 
@@ -167,7 +172,7 @@ class Connection:
         net_ticktime: float = 60.0,
         tick_intensity: int = 4,
         fragment_size: int = 64 * 1024,
-        max_message_size: int = 1 << 30,
+        max_message_size: int = MAX_FRAME,
         max_pending_fragments: int = 256,
     ) -> None:
         if net_ticktime <= 0 or tick_intensity < 1:
@@ -230,10 +235,11 @@ class Connection:
     # -- receiving -----------------------------------------------------------------------------
 
     def receive_data(self, data: Buffer, now: float) -> list[Event]:
-        """Feed received bytes; return an event per whole non-tick packet, in order.
+        """Feed received bytes; return the message of every whole non-tick packet, in order.
 
-        Raises RemoteProtocolError (and the connection fails) if a packet announces a length
-        above ``max_message_size``.
+        Raises FrameError (and the connection fails) for a packet that breaks the protocol
+        or announces a length above ``max_message_size``; the error's ``events`` are the
+        messages of the packets before it.
         """
         self._check_open("receive data")
         if not data:
@@ -241,12 +247,15 @@ class Connection:
         self._last_received = now
         chunk = data if type(data) is bytes else bytes(data)
         events: list[Event] = []
-        pos = 0
-        if self._pending:
-            pos = self._complete_pending(chunk, events)
-            if pos < 0:
-                return events
-        pos = self._packets(chunk, pos, events)
+        try:
+            pos = 0
+            if self._pending:
+                pos = self._complete_pending(chunk, events)
+                if pos < 0:
+                    return events
+            pos = self._packets(chunk, pos, events)
+        except RemoteProtocolError as exc:
+            raise self._fail(_frame_error(exc, self.peer_node, events)) from None
         if pos < len(chunk):
             # The start of a packet stays behind; only bytes of this read are copied.
             tail = chunk[pos:] if pos else chunk
@@ -284,10 +293,8 @@ class Connection:
 
     def _check_length(self, length: int) -> None:
         if length > self._max_packet:
-            raise self._fail(RemoteProtocolError(
-                f"{self.peer_node} announced a {length}-byte packet; the limit is "
-                f"{self._max_packet}"
-            ))
+            raise RemoteProtocolError(
+                f"announced a {length}-byte packet; the limit is {self._max_packet}")
 
     def _packets(self, source: bytes, pos: int, events: list[Event]) -> int:
         """Decode every whole packet in ``source`` from ``pos``; return the offset after the
@@ -306,11 +313,7 @@ class Connection:
             end = pos + 4 + length
             if end > total:
                 break
-            try:
-                event = decode(source, pos + 4, end, events)
-            except RemoteProtocolError as exc:
-                # The traceback would keep ``source`` (maybe large) alive with the event.
-                event = BadFrame(exc.with_traceback(None), source[pos + 4:end])
+            event = decode(source, pos + 4, end)
             if event is not None:
                 events.append(event)
             pos = end
@@ -319,12 +322,11 @@ class Connection:
     # Packets are decoded in place: ``buf[start:end]`` is the packet, ``buf`` may hold more.
     # A term that runs past ``end`` is caught by the offset checks.
 
-    def _pass_through_packet(
-        self, buf: bytes, start: int, end: int, events: list[Event]
-    ) -> Event | None:
+    def _pass_through_packet(self, buf: bytes, start: int, end: int) -> Event | None:
         if end - start < 2 or buf[start] != PASS_THROUGH or buf[start + 1] != VERSION:
             raise _format_error("a pass-through packet (112, 131, ...)", buf[start:end], VERSION)
-        ctrl, offset = decode_from(buf, start + 2)
+        limit = self._max_packet
+        ctrl, offset = decode_from(buf, start + 2, max_decompressed_size=limit)
         payload: Term = NO_PAYLOAD
         if offset < end:
             if buf[offset] != VERSION:
@@ -332,14 +334,15 @@ class Connection:
                     f"expected 131 before the payload at offset {offset - start}, "
                     f"got {buf[offset]}"
                 )
-            payload, offset = decode_from(buf, offset + 1)
+            payload, offset = decode_from(buf, offset + 1, max_decompressed_size=limit)
         if offset != end:
             raise _end_error(offset, end)
-        return from_terms(ctrl, payload)
+        decoded = from_terms(ctrl, payload)
+        if isinstance(decoded, UnknownControl):
+            raise _unknown_operation(ctrl)
+        return decoded
 
-    def _header_packet(
-        self, buf: bytes, start: int, end: int, events: list[Event]
-    ) -> Event | None:
+    def _header_packet(self, buf: bytes, start: int, end: int) -> Event | None:
         if end - start < 3 or buf[start] != VERSION:
             raise _format_error(
                 "a distribution header (131, 68/69/70)", buf[start:end], PASS_THROUGH
@@ -352,11 +355,9 @@ class Connection:
             seq_id, frag_id, offset = read_fragment_ids(buf, start + 2, end)
             refs, offset = self._atom_cache.read_header(buf, offset, end)
             if self._assembler.discard(seq_id):
-                # A new header always starts a new message (§5.4): the old one is lost.
-                error = RemoteProtocolError(
-                    f"fragment sequence {seq_id} restarted before its last fragment"
-                )
-                events.append(BadFrame(error, buf[start:end]))
+                # (BEAM: a sequence id already in use is a data error, the connection dies)
+                raise RemoteProtocolError(
+                    f"fragment sequence {seq_id} restarted before its last fragment")
             if frag_id == 1:
                 return self._decode_message(buf, offset, end, refs)
             self._assembler.first(seq_id, frag_id, refs, _piece(buf, offset, end))
@@ -372,28 +373,32 @@ class Connection:
 
     def _decode_message(
         self, buf: bytes, offset: int, end: int, refs: list[Atom]
-    ) -> ControlMessage | UnknownControl:
+    ) -> ControlMessage:
         # Control message and payload follow the header without their 131 bytes.
         if offset >= end:
             raise RemoteProtocolError(
                 "the distribution header is not followed by a control message"
             )
+        limit = self._max_packet
         known = self._known_ctrl.lookup(buf, offset, refs)
         if known is not None:
             builder, after = known
             if after < end:
-                message, after = decode_from(buf, after, atom_cache=refs)
+                message, after = decode_from(buf, after, atom_cache=refs,
+                                             max_decompressed_size=limit)
                 if after == end:
                     return builder(message)
             raise _end_error(after, end) if after != end else RemoteProtocolError(
                 "a send operation without its message")
         ctrl: Term
         head = self._known_heads.lookup(buf, offset, refs)
-        if head is not None:
+        # (a compressed term, legal only at the top, must not pass for the tuple's last one)
+        if head is not None and head[1] < end and buf[head[1]] != COMPRESSED:
             last, ctrl_end = decode_from(buf, head[1], atom_cache=refs)
             ctrl = (*head[0], last)
         else:
-            ctrl, ctrl_end = decode_from(buf, offset, atom_cache=refs)
+            ctrl, ctrl_end = decode_from(buf, offset, atom_cache=refs,
+                                         max_decompressed_size=limit)
             if type(ctrl) is tuple and ctrl and type(ctrl[0]) is int and ctrl[0] in _HEAD_OPS:
                 at = head_end(buf, offset, refs)
                 if at is not None:
@@ -401,10 +406,13 @@ class Connection:
         payload: Term = NO_PAYLOAD
         after = ctrl_end
         if after < end:
-            payload, after = decode_from(buf, after, atom_cache=refs)
+            payload, after = decode_from(buf, after, atom_cache=refs,
+                                         max_decompressed_size=limit)
         if after != end:
             raise _end_error(after, end)
         decoded = from_terms(ctrl, payload)
+        if isinstance(decoded, UnknownControl):
+            raise _unknown_operation(ctrl)
         if payload is not NO_PAYLOAD:
             build = payload_builder(ctrl)
             if build is not None:
@@ -561,6 +569,20 @@ def _format_error(expected: str, packet: bytes, other_format: int) -> RemoteProt
     if packet[0] == other_format:
         hint = " (the peer uses the other frame format than the negotiated flags say)"
     return RemoteProtocolError(f"expected {expected}, got {packet[:3]!r}{hint}")
+
+
+def _unknown_operation(ctrl: tuple[Term, ...]) -> RemoteProtocolError:
+    # BEAM too: an operation it does not know is an invalid message, and it disconnects.
+    return RemoteProtocolError(
+        f"unknown control operation {safe_repr(ctrl[0])} in {safe_repr(ctrl, 120)}")
+
+
+def _frame_error(exc: RemoteProtocolError, peer: str, events: list[Event]) -> FrameError:
+    text = str(exc)
+    if len(text) > _MAX_DESCRIPTION:
+        text = text[:_MAX_DESCRIPTION - 3] + "..."
+    # (without its traceback, which holds the received bytes)
+    return FrameError(text, peer=peer, error=exc.with_traceback(None), events=tuple(events))
 
 
 def _end_error(offset: int, end: int) -> RemoteProtocolError:

@@ -12,9 +12,10 @@ request goes and which field is the payload. Each row is compiled once, at impor
 in the dataclass's field order (checking that table and dataclass agree), and
 :func:`to_terms` / :func:`from_terms` follow it, so the tuple shapes are written down exactly
 once. :func:`from_terms` checks the shape and the type of every element and raises
-:class:`RemoteProtocolError` naming the operation and the offending position; an operation
-number it does not know becomes :class:`UnknownControl` (the node ignores it, as BEAM ignores
-what it does not understand).
+:class:`RemoteProtocolError` naming the operation and the offending position (the tuple shown
+cut short, by :func:`~pyerl_node.proto.safe_repr.safe_repr`); an operation number it does not
+know becomes :class:`UnknownControl`, for the caller to judge (the connection fails on it, as
+the BEAM disconnects a peer that sends an operation it does not know).
 
 Payload terms can be any term, including ``None`` (the atom ``nil``), so "no payload" is the
 sentinel :data:`NO_PAYLOAD`, never ``None``.
@@ -28,6 +29,7 @@ from enum import Enum, IntFlag
 from typing import Final, TypeAlias
 
 from pyerl_node.proto.errors import LocalProtocolError, RemoteProtocolError
+from pyerl_node.proto.safe_repr import safe_repr
 from pyerl_node.proto.terms import Atom, Pid, Reference, Term
 
 
@@ -520,10 +522,8 @@ def to_terms(msg: ControlMessage) -> tuple[tuple[Term, ...], Term]:
 
 
 def _malformed(ctrl: Term, why: str) -> RemoteProtocolError:
-    text = repr(ctrl)
-    if len(text) > 200:
-        text = text[:200] + "..."
-    return RemoteProtocolError(f"malformed control message {text}: {why}")
+    # (repr would fail on a deep or huge peer term: safe_repr is bounded)
+    return RemoteProtocolError(f"malformed control message ({why}): {safe_repr(ctrl, 120)}")
 
 
 def from_terms(ctrl: Term, payload: Term = NO_PAYLOAD) -> ControlMessage | UnknownControl:

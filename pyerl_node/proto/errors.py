@@ -2,12 +2,16 @@
 
 Errors split by fault, as h11 does: ``LocalProtocolError`` when our caller misused the API,
 ``RemoteProtocolError`` when the peer sent something wrong. Exceptions carry fields and say
-what was expected and what arrived; they never log themselves.
+what was expected and what arrived; they never log themselves. Peer terms they show are cut
+by :func:`~pyerl_node.proto.safe_repr.safe_repr`, so that making or printing one never fails
+nor costs more than a short line.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from pyerl_node.proto.safe_repr import safe_repr
 
 
 class ErlNodeError(Exception):
@@ -53,8 +57,9 @@ class NetTickTimeout(RemoteProtocolError):
 class DecodeError(RemoteProtocolError, ValueError):
     """Bytes that are not a valid external term.
 
-    ``offset`` is where decoding stopped in the input and ``tag`` the ETF tag being decoded
-    there (``None`` when the problem is not tied to one tag).
+    ``offset`` is where decoding stopped in the input (inside a compressed term: in its
+    inflated bytes) and ``tag`` the ETF tag being decoded there (``None`` when the problem is
+    not tied to one tag).
     """
 
     def __init__(self, message: str, *, offset: int = 0, tag: int | None = None) -> None:
@@ -62,6 +67,37 @@ class DecodeError(RemoteProtocolError, ValueError):
         super().__init__(message + where)
         self.offset = offset
         self.tag = tag
+
+
+class AtomTableFull(DecodeError):
+    """A new atom would pass the limit on live atoms (the BEAM's atom table is full).
+
+    Raised by ``Atom(name)`` for a name no live atom has, and by the decoder for such an atom
+    in a term (then ``offset`` and ``tag`` say where); ``limit`` is the limit in force.
+    """
+
+    def __init__(self, limit: int, *, offset: int = 0, tag: int | None = None) -> None:
+        super().__init__(f"atom table full ({limit} live atoms)", offset=offset, tag=tag)
+        self.limit = limit
+
+
+class FrameError(RemoteProtocolError):
+    """A packet after the handshake broke the protocol: the connection is over.
+
+    The BEAM disconnects a peer for any packet it cannot decode or does not understand, and
+    so does :class:`~pyerl_node.proto.connection.Connection`. ``description`` says what was
+    wrong in one short line, ``error`` is the error that found it (without its traceback,
+    which would keep the received bytes alive), and ``events`` holds what the same
+    ``receive_data`` call decoded before the bad packet, to be delivered first.
+    """
+
+    def __init__(self, description: str, *, peer: str | None = None,
+                 error: BaseException | None = None, events: tuple[Any, ...] = ()) -> None:
+        self.description = description
+        super().__init__(description if peer is None else f"{peer}: {description}")
+        self.peer = peer
+        self.error = error
+        self.events = events
 
 
 class EncodeError(LocalProtocolError, ValueError):
@@ -106,14 +142,14 @@ class ProcessExit(ErlNodeError):
         self.sender = sender
 
     def __str__(self) -> str:
-        return f"exit: {self.reason!r}"
+        return f"exit: {safe_repr(self.reason)}"
 
 
 class RpcError(ErlNodeError):
     """A remote call failed; ``reason`` holds the Erlang reason term."""
 
     def __init__(self, reason: Any, *, kind: str = "badrpc") -> None:
-        super().__init__(f"{kind}: {reason!r}")
+        super().__init__(f"{kind}: {safe_repr(reason)}")
         self.reason = reason
         self.kind = kind
 

@@ -30,11 +30,21 @@ atom keys in atom-table order, i.e. the order in which *that node* first saw tho
 term order. The receiver does not care about the order (``binary_to_term`` re-sorts), and
 keeping the dict's order makes ``encode(decode(b)) == b`` hold for every map OTP sends.
 
-Hostile input: every count the input claims is checked against the bytes that remain before
-anything is allocated for it (elements are appended as they are decoded, never preallocated);
-compressed terms are inflated with an output bound (``max_decompressed_size``); any violation
-is a :class:`~pyerl_node.proto.errors.DecodeError` carrying the offset and the tag. Values that have
-no external form raise :class:`~pyerl_node.proto.errors.EncodeError` naming the type.
+Hostile input (the bounds are in :mod:`pyerl_node.proto.limits`): every count the input
+claims is checked against the bytes that remain before anything is allocated for it (elements
+are appended as they are decoded, never preallocated). A compressed term is inflated with an
+output bound, ``max_decompressed_size`` (the caller's frame limit), and must inflate to exactly
+the size it declares. Nesting is bounded by ``max_depth``. Maps resist hash flooding: keys
+whose hashes are equal cost the dict a comparison per pair (50,000 integer keys ``K * (2**61 -
+1)`` would take half a minute), so a map of ``HASH_CHECKED_KEYS`` keys or more has its key
+hashes counted first (one C-speed pass, no dict is built) and is refused when its groups of
+equal hashes would cost more than ``MAX_COLLISION_COST`` comparisons per key; a smaller map
+costs at most its size in comparisons per key whatever its keys. A fresh atom beyond the live
+atom limit is :class:`~pyerl_node.proto.errors.AtomTableFull`. Any violation is a
+:class:`~pyerl_node.proto.errors.DecodeError` carrying the offset and the tag; nothing else
+escapes (no RecursionError from Python's own comparison of deep keys either). The decoder's
+caches of atoms and pids are bounded and emptied when full, so they pin few atoms. Values that
+have no external form raise :class:`~pyerl_node.proto.errors.EncodeError` naming the type.
 """
 
 from __future__ import annotations
@@ -42,11 +52,14 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from typing import Final
 
-from pyerl_node.proto.errors import DecodeError, EncodeError
+from pyerl_node.proto.errors import AtomTableFull, DecodeError, EncodeError
+from pyerl_node.proto.limits import HASH_CHECKED_KEYS, MAX_COLLISION_COST, MAX_DEPTH, MAX_FRAME
+from pyerl_node.proto.safe_repr import safe_repr
 from pyerl_node.proto.terms import (
     Atom,
     BitBinary,
@@ -74,8 +87,8 @@ __all__ = [
 ]
 
 VERSION: Final = 131
-DEFAULT_MAX_DEPTH: Final = 20_000
-DEFAULT_MAX_DECOMPRESSED_SIZE: Final = 64 * 1024 * 1024
+DEFAULT_MAX_DEPTH: Final = MAX_DEPTH
+DEFAULT_MAX_DECOMPRESSED_SIZE: Final = MAX_FRAME
 
 # Tags (erl_ext_dist). Names as in OTP, minus the _EXT suffix.
 NEW_FLOAT: Final = 70
@@ -112,9 +125,9 @@ V4_PORT: Final = 120
 LOCAL: Final = 121
 
 MAX_ATOM_CHARS: Final = 255
-# Bound on the decoded-atom and encoded-atom caches, so that a peer sending endless fresh
-# atoms cannot grow them without limit (Atom's own intern table is the BEAM's atom table).
-_ATOM_CACHE_MAX: Final = 1 << 16
+# Bound on the decoded-atom and encoded-atom caches, which are emptied when full: they hold
+# their atoms alive, so a peer sending endless fresh atoms must not fill them for good.
+_ATOM_CACHE_MAX: Final = 1 << 14
 
 _U16 = struct.Struct(">H").unpack_from
 _U32 = struct.Struct(">I").unpack_from
@@ -141,13 +154,17 @@ _PACK_U32_U32_U32 = struct.Struct(">III").pack
 
 _MISS: Final = object()
 _AS_TERM: Final[dict[str, Term]] = {"true": True, "false": False, "nil": None}
+# (held here, so that they stay alive and are never made anew)
+_SPECIAL_ATOMS: Final[dict[Term, Atom]] = {term: Atom(name) for name, term in _AS_TERM.items()}
 
-# Atom cache keyed by the atom's bytes *with* their length prefix (which is why a slice cut
+# Atom caches keyed by the atom's bytes *with* their length prefix (which is why a slice cut
 # short by the end of the input can never hit): -> the decoded term (an Atom, or
-# True/False/None). One table per text encoding, and one for atoms that must stay atoms
-# (node names, modules).
+# True/False/None). One table per atom tag: the same bytes read with a 1-byte and with a
+# 2-byte length are different atoms (or a complete one and a truncated one). And one for
+# atoms that must stay atoms (node names, modules), of SMALL_ATOM_UTF8 only.
 _UTF8_ATOMS: dict[bytes, Term] = {}
-_LATIN1_ATOMS: dict[bytes, Term] = {}
+_ATOM_TABLES: Final[dict[int, dict[bytes, Term]]] = {
+    SMALL_ATOM_UTF8: _UTF8_ATOMS, ATOM_UTF8: {}, SMALL_ATOM: {}, ATOM: {}}
 _NODE_ATOMS: dict[bytes, Atom] = {}
 # Pids recur (the callers of a server, linked and monitored processes): the encoded bytes of
 # recently seen pids -> the Pid, emptied when full.
@@ -468,22 +485,44 @@ def _finish_list(items: list[Term]) -> Term:
 
 
 def _finish_map(flat: list[Term], pos: int) -> dict[Term, Term]:
-    arity = len(flat) // 2
     keys = flat[0::2]
     try:
+        if len(keys) >= HASH_CHECKED_KEYS:
+            _check_hashes(keys, pos)
         result = dict(zip(keys, flat[1::2], strict=True))
     except TypeError:
         pass  # an unhashable key: a list or a map
+    except RecursionError:
+        # Python compares keys with equal hashes recursively: two very deep equal keys.
+        raise _unrepresentable("keys nested too deep to compare", pos) from None
     else:
-        if len(result) == arity:
+        if len(result) == len(keys):
             return result
     return _exact_map(keys, flat[1::2], pos)
+
+
+def _check_hashes(keys: list[Term], pos: int) -> None:
+    """Refuse a map whose keys collide in Python's hash beyond what real maps do."""
+    distinct = len(set(map(hash, keys)))
+    if distinct == len(keys):
+        return
+    cost = sum(n * n for n in Counter(map(hash, keys)).values() if n > 1)
+    if cost > MAX_COLLISION_COST * len(keys):
+        raise DecodeError(
+            f"map of {len(keys)} keys has only {distinct} distinct key hashes (hash flooding)",
+            offset=pos, tag=MAP)
+
+
+def _unrepresentable(why: object, pos: int) -> DecodeError:
+    return DecodeError(f"map key cannot be represented: {why}", offset=pos, tag=MAP)
 
 
 def _exact_map(keys: list[Term], values: list[Term], pos: int) -> dict[Term, Term]:
     """The slow path: freeze unhashable keys; wrap keys Python cannot tell apart."""
     try:
         frozen = [freeze(k) for k in keys]
+        if len(frozen) >= HASH_CHECKED_KEYS:
+            _check_hashes(frozen, pos)
         counts: dict[Term, int] = {}
         for key in frozen:
             counts[key] = counts.get(key, 0) + 1
@@ -492,7 +531,7 @@ def _exact_map(keys: list[Term], values: list[Term], pos: int) -> dict[Term, Ter
             for key, value in zip(frozen, values, strict=True)
         }
     except (TypeError, RecursionError) as exc:
-        raise DecodeError(f"map key cannot be represented: {exc}", offset=pos, tag=MAP) from None
+        raise _unrepresentable(exc, pos) from None
     if len(result) != len(keys):
         raise DecodeError("map has duplicate keys", offset=pos, tag=MAP)
     return result
@@ -518,10 +557,14 @@ def _new_atom(buf: bytes, pos: int) -> Term:
         raise DecodeError(f"atom longer than {MAX_ATOM_CHARS} characters", offset=pos, tag=tag)
     term = _AS_TERM.get(name, _MISS)
     if term is _MISS:
-        term = Atom(name)
-    table = _UTF8_ATOMS if utf8 else _LATIN1_ATOMS
-    if len(table) < _ATOM_CACHE_MAX:
-        table[buf[pos + 1 : end]] = term
+        try:
+            term = Atom(name)
+        except AtomTableFull as exc:
+            raise AtomTableFull(exc.limit, offset=pos, tag=tag) from None
+    table = _ATOM_TABLES[tag]
+    if len(table) >= _ATOM_CACHE_MAX:
+        table.clear()
+    table[buf[pos + 1 : end]] = term
     return term
 
 
@@ -542,8 +585,7 @@ def _atom_term(buf: bytes, pos: int, cache: _AtomCache) -> tuple[Term, int]:
         end = pos + 3 + _U16(buf, pos + 1)[0]
     else:
         raise DecodeError(f"expected an atom, got tag {tag}", offset=pos, tag=tag)
-    table = _UTF8_ATOMS if tag in (SMALL_ATOM_UTF8, ATOM_UTF8) else _LATIN1_ATOMS
-    term = table.get(buf[pos + 1 : end], _MISS)
+    term = _ATOM_TABLES[tag].get(buf[pos + 1 : end], _MISS)
     if term is _MISS:
         term = _new_atom(buf, pos)
     return term, end
@@ -568,9 +610,10 @@ def _atom(buf: bytes, pos: int, cache: _AtomCache) -> tuple[Atom, int]:
 
 def _new_node_atom(buf: bytes, pos: int, cache: _AtomCache) -> tuple[Atom, int]:
     term, end = _atom_term(buf, pos, cache)
-    atom = term if type(term) is Atom else Atom(
-        "nil" if term is None else "true" if term else "false")
-    if buf[pos] == SMALL_ATOM_UTF8 and len(_NODE_ATOMS) < _ATOM_CACHE_MAX:
+    atom = term if type(term) is Atom else _SPECIAL_ATOMS[term]
+    if buf[pos] == SMALL_ATOM_UTF8:
+        if len(_NODE_ATOMS) >= _ATOM_CACHE_MAX:
+            _NODE_ATOMS.clear()
         _NODE_ATOMS[buf[pos + 1 : end]] = atom
     return atom, end
 
@@ -894,7 +937,7 @@ def _encode(
                 out += _ATOM_BYTES.get(term.node) or _node_bytes(term.node)
                 out += _PACK_U32_U32_U32(term.id, term.serial, term.creation)
             elif t is bool or term is None:
-                out += _atom_bytes(Atom("nil" if term is None else "true" if term else "false"))
+                out += _SPECIAL_BYTES[term]
             elif t is Reference:
                 n = len(term.ids)
                 if not 1 <= n <= 5:
@@ -940,8 +983,8 @@ def _encode(
                     break
                 it = stack.pop()
     except (struct.error, TypeError) as exc:
-        raise EncodeError(f"cannot encode {term!r}: a field is out of range or of the wrong "
-                          f"type ({exc})", value=term) from None
+        raise EncodeError(f"cannot encode {safe_repr(term)}: a field is out of range or of the "
+                          f"wrong type ({exc})", value=term) from None
     except UnicodeEncodeError as exc:
         raise EncodeError(f"string cannot be encoded as UTF-8: {exc}", value=term) from None
 
@@ -974,8 +1017,9 @@ def _atom_bytes(atom: Atom) -> bytes:
         encoded = bytes((SMALL_ATOM_UTF8, len(data))) + data
     else:
         encoded = bytes((ATOM_UTF8,)) + _PACK_U16(len(data)) + data
-    if len(_ATOM_BYTES) < _ATOM_CACHE_MAX:
-        _ATOM_BYTES[atom] = encoded
+    if len(_ATOM_BYTES) >= _ATOM_CACHE_MAX:
+        _ATOM_BYTES.clear()
+    _ATOM_BYTES[atom] = encoded
     return encoded
 
 
@@ -983,6 +1027,11 @@ def _node_bytes(atom: Term) -> bytes:
     if type(atom) is not Atom:
         raise EncodeError(f"expected an Atom, got {type(atom).__name__}", value=atom)
     return _ATOM_BYTES.get(atom) or _atom_bytes(atom)
+
+
+# true, false and nil: what True, False and None encode as (no atom lookup per value)
+_SPECIAL_BYTES: Final[dict[Term, bytes]] = {
+    term: _atom_bytes(atom) for term, atom in _SPECIAL_ATOMS.items()}
 
 
 def _encode_big(term: int, out: bytearray) -> None:

@@ -11,14 +11,31 @@ The mapping (DESIGN.md, "Term mapping") is fixed and lossless:
 Map keys that Python cannot hash (lists, maps) decode as :class:`FrozenList` and
 :class:`FrozenMap`; keys that are distinct in Erlang but equal in Python (``1``, ``1.0``
 and ``true``) decode as :class:`ExactKey`. Each encodes back to the original term.
+
+Atoms are interned *weakly*, so that a peer sending endless fresh atoms costs memory only while
+they are in use: the intern table maps each name to a weak reference to its atom, and an atom
+that nothing holds any more is freed and leaves the table (a callback removes its entry). While
+an atom is alive, the same name gives the same object, so atoms compare by identity. The table
+holds at most :func:`atom_limit` live atoms (the BEAM's atom table size by default); a new one
+beyond that raises :class:`~pyerl_node.proto.errors.AtomTableFull`. Every step of interning is
+a single dict operation, so it is safe from several threads.
 """
 
 from __future__ import annotations
 
 import math
+
+# _remove_dead_weakref: the C helper WeakValueDictionary uses. It deletes d[key] only if that
+# is a dead weak reference, in one step (a check-then-delete in Python could delete a live
+# atom that another thread just put there). Not in typeshed's stub of the module.
+from _weakref import _remove_dead_weakref  # type: ignore[attr-defined]
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, TypeAlias
+from weakref import KeyedRef
+
+from pyerl_node.proto.errors import AtomTableFull
+from pyerl_node.proto.limits import MAX_ATOMS
 
 # Any decoded or encodable term. Kept loose on purpose: a precise recursive alias
 # buys nothing at the codec boundary and costs every caller a cast.
@@ -29,21 +46,19 @@ class Atom:
     """An Erlang atom. Interned: ``Atom("ok") is Atom("ok")``; never equal to a ``str``.
 
     Identity equality and hashing keep atom comparisons as cheap as they are in the BEAM.
+    Raises AtomTableFull for a new name when :func:`atom_limit` atoms are alive.
     """
 
-    __slots__ = ("name",)
+    __slots__ = ("__weakref__", "name")
     name: str
-    _table: ClassVar[dict[str, Atom]] = {}
 
     def __new__(cls, name: str) -> Atom:
-        atom = cls._table.get(name)
-        if atom is None:
-            if type(name) is not str:
-                raise TypeError(f"atom name must be str, got {type(name).__name__}")
-            atom = object.__new__(cls)
-            object.__setattr__(atom, "name", name)
-            atom = cls._table.setdefault(name, atom)
-        return atom
+        ref = _ATOMS.get(name)
+        if ref is not None:
+            atom = ref()
+            if atom is not None:
+                return atom
+        return _intern(name)
 
     def __setattr__(self, key: str, value: object) -> None:
         raise AttributeError("Atom is immutable")
@@ -67,6 +82,58 @@ class Atom:
         if not isinstance(other, Atom):
             return NotImplemented
         return self.name < other.name
+
+
+# name -> weak reference to the live atom of that name (see the module docstring)
+_ATOMS: dict[str, KeyedRef[str, Atom]] = {}
+_limit = MAX_ATOMS
+
+
+def _intern(name: str) -> Atom:
+    """Make the atom ``name``, unless another thread just did (then return that one)."""
+    if type(name) is not str:
+        raise TypeError(f"atom name must be str, got {type(name).__name__}")
+    atom = object.__new__(Atom)
+    object.__setattr__(atom, "name", name)
+    ref = KeyedRef(atom, _forget, name)
+    while True:
+        if len(_ATOMS) >= _limit:
+            raise AtomTableFull(_limit)
+        known = _ATOMS.setdefault(name, ref)
+        if known is ref:
+            return atom
+        alive = known()
+        if alive is not None:
+            return alive
+        # a freed atom whose callback has not run yet: clear its entry and try again
+        _remove_dead_weakref(_ATOMS, name)
+
+
+def _forget(ref: KeyedRef[str, Atom], table: dict[str, KeyedRef[str, Atom]] = _ATOMS) -> None:
+    # (the table is bound as a default: module globals may be gone at interpreter exit)
+    _remove_dead_weakref(table, ref.key)
+
+
+def atom_count() -> int:
+    """How many atoms are alive (in the intern table)."""
+    return len(_ATOMS)
+
+
+def atom_limit() -> int:
+    """The most atoms that may be alive at once."""
+    return _limit
+
+
+def set_atom_limit(limit: int) -> int:
+    """Set the most atoms that may be alive at once (the BEAM's ``+t``); return the old one.
+
+    Atoms alive beyond a lowered limit stay; only new ones are refused.
+    """
+    global _limit
+    if type(limit) is not int or limit < 1:
+        raise ValueError(f"the atom limit must be a positive int, got {limit!r}")
+    old, _limit = _limit, limit
+    return old
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +267,9 @@ class FrozenMap(Mapping[Term, Term]):
     def __init__(self, items: Mapping[Term, Term] | Iterable[tuple[Term, Term]]) -> None:
         data = dict(items)
         object.__setattr__(self, "_items", data)
-        object.__setattr__(self, "_hash", hash((FrozenMap, frozenset(data.items()))))
+        # Order-free, from the entries' hash values: a frozenset of the entries themselves
+        # would compare entries whose hashes collide pairwise (a peer can craft those).
+        object.__setattr__(self, "_hash", hash((FrozenMap, frozenset(map(hash, data.items())))))
 
     def __setattr__(self, key: str, value: object) -> None:
         raise AttributeError("FrozenMap is immutable")
@@ -265,10 +334,13 @@ def _exactly_equal(a: Term, b: Term) -> bool:
     if type(a) in (dict, FrozenMap):
         if len(a) != len(b):
             return False
+        # Each key of a has at most one Python-equal key in b (keys that Python confuses are
+        # ExactKeys, which compare exactly): find it through a dict, not by a scan of b.
+        twins = {key: key for key in b}
         for key, value in a.items():
-            # b[key] may have been found under a key that is only Python-equal to ours.
-            twin = next((k for k in b if _exactly_equal(k, key)), _ABSENT)
-            if twin is _ABSENT or not _exactly_equal(value, b[twin]):
+            twin = twins.get(key, _ABSENT)
+            if twin is _ABSENT or not _exactly_equal(key, twin) or not _exactly_equal(
+                    value, b[twin]):
                 return False
         return True
     if type(a) is ImproperList:
