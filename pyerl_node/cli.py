@@ -19,7 +19,7 @@ import signal
 import sys
 
 from pyerl_node import __version__, info, shell
-from pyerl_node.node import Node, own_node_name
+from pyerl_node.node import PROTO_DISTS, Node, own_node_name
 from pyerl_node.proto.errors import ErlNodeError, RpcError
 from pyerl_node.proto.names import make_node_name
 from pyerl_node.proto.term_syntax import TermSyntaxError, format_term, parse
@@ -48,8 +48,10 @@ def _add_node_options(parser: argparse.ArgumentParser, *, required: bool) -> Non
                         help="lowest distribution port (erl's inet_dist_listen_min)")
     parser.add_argument("--dist-port-max", type=int, default=0, metavar="PORT",
                         help="highest distribution port (erl's inet_dist_listen_max)")
-    parser.add_argument("--proto-dist", choices=["inet_tcp", "inet6_tcp"], default="inet_tcp",
+    parser.add_argument("--proto-dist", choices=PROTO_DISTS, default="inet_tcp",
                         help="distribution transport (erl's -proto_dist)")
+    parser.add_argument("--ssl-dist-optfile", metavar="FILE",
+                        help="TLS options for inet_tls, in erl's -ssl_dist_optfile format")
 
 
 def _node_name(args: argparse.Namespace, default_alive: str, long: bool) -> str:
@@ -71,7 +73,8 @@ def _make_node(args: argparse.Namespace, name: str, *, hidden: bool | None = Non
         listen_host=args.listen_host,
         dist_port_min=args.dist_port_min,
         dist_port_max=args.dist_port_max or args.dist_port_min,
-        inet6=args.proto_dist == "inet6_tcp",
+        proto_dist=args.proto_dist,
+        ssl_dist_optfile=args.ssl_dist_optfile,
     )
 
 

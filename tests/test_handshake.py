@@ -422,3 +422,34 @@ def test_negotiated_flags_expand_the_digest() -> None:
     assert init_done.peer_flags == minimal
     # Both sides agree, also the one that announced only the digest.
     assert acc_done.flags == init_done.flags
+
+
+def test_over_tls_every_message_has_a_4_byte_length() -> None:
+    # inet_tls_dist runs the handshake on a {packet, 4} socket (docs/protocol/tls.md)
+    init = InitiatorHandshake(local_name=A, peer_name=B, cookie="c", flags=default_flags(),
+                              creation=1, challenge_source=counter(7), length_bytes=4)
+    acc = AcceptorHandshake(local_name=B, cookie="c", flags=default_flags(spawn=True),
+                            creation=2, challenge_source=counter(9), length_bytes=4)
+    init_events, acc_events = run(init, acc)
+    assert isinstance(init_events[-1], HandshakeComplete)
+    assert isinstance(acc_events[-1], HandshakeComplete)
+    probe = InitiatorHandshake(local_name=A, peer_name=B, cookie="c", flags=default_flags(),
+                               creation=1, challenge_source=counter(7), length_bytes=4)
+    probe.start()
+    send_name = probe.data_to_send()
+    assert int.from_bytes(send_name[:4], "big") == len(send_name) - 4
+    assert send_name[4:5] == b"N"
+
+
+def test_a_2_byte_send_name_is_not_read_as_a_4_byte_one() -> None:
+    acc = AcceptorHandshake(local_name=B, cookie="c", flags=default_flags(spawn=True),
+                            creation=2, challenge_source=counter(9), length_bytes=4)
+    init, _ = make_pair()
+    init.start()
+    assert acc.receive_data(init.data_to_send()) == []  # still waiting: no name seen
+
+
+def test_only_2_or_4_byte_lengths() -> None:
+    with pytest.raises(LocalProtocolError):
+        AcceptorHandshake(local_name=B, cookie="c", flags=default_flags(), creation=2,
+                          challenge_source=counter(9), length_bytes=1)

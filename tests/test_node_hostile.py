@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import struct
 
@@ -11,7 +12,6 @@ import pytest
 from pyerl_node.node import Node
 from pyerl_node.proto import control as c
 from pyerl_node.proto.connection import Connection
-from pyerl_node.proto.etf import encode
 from pyerl_node.proto.flags import DistFlag, default_flags
 from pyerl_node.proto.handshake import HandshakeComplete, InitiatorHandshake
 from pyerl_node.proto.terms import Atom, Pid
@@ -78,28 +78,40 @@ async def test_wrong_cookie_raw_peer_is_closed(pair: tuple[Node, Node]) -> None:
     assert await b.ping(a.node_atom)
 
 
-async def test_bad_frames_are_skipped_and_the_connection_goes_on(pair: tuple[Node, Node]) -> None:
+BAD_PACKETS = {
+    "truncated control tuple": bytes((131, 68, 0)) + b"\x68\x02\x61",
+    "unknown operation 99": bytes((131, 68, 0)) + bytes((104, 2, 97, 99, 97, 1)),
+    "pass-through packet in header mode": bytes((112, 131, 100)),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_PACKETS.values(), ids=BAD_PACKETS.keys())
+async def test_a_bad_frame_ends_that_connection_after_what_came_before(
+        pair: tuple[Node, Node], bad: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    # The BEAM disconnects a peer for a packet it cannot decode or does not know (dist.c)
     a, b = pair
     assert await b.ping(a.node_atom)
     box = a.mailbox(name="inbox")
-    _reader, writer, done = await _raw_peer(a)
+    reader, writer, done = await _raw_peer(a)
     conn = Connection(local_node="raw@127.0.0.1", peer_node=a.node_atom.name,
                       flags=done.flags, now=0.0)
     me = Pid(Atom(str(done.peer_name)), 1, 0, 7)
-
-    def packet(body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + body
-
-    header = bytes((131, 68, 0))
-    writer.write(packet(header + b"\x68\x02\x61"))  # truncated control tuple
-    writer.write(packet(header + bytes((104, 2, 97, 99, 97, 1))))  # unknown op 99
-    writer.write(packet(bytes((112, 131, 100))))  # pass-through frame in header mode
-    writer.write(packet(header + encode((6, me, Atom(""), Atom("inbox")))[1:] + b"\xff\xff"))
-    conn.send(c.RegSend(me, Atom("inbox"), Atom("still_here")))
+    conn.send(c.RegSend(me, Atom("inbox"), Atom("before")))
     for chunk in conn.data_to_send():
         writer.write(chunk)
-    await writer.drain()
-    assert await box.receive(timeout=5) is Atom("still_here")
+    writer.write(struct.pack(">I", len(bad)) + bad)
+    conn.send(c.RegSend(me, Atom("inbox"), Atom("after")))
+    for chunk in conn.data_to_send():
+        writer.write(chunk)
+    with caplog.at_level(logging.INFO, "pyerl_node"):
+        await writer.drain()
+        assert await box.receive(timeout=5) is Atom("before")
+        await _until_closed(reader)  # the node hung up on us
+        await asyncio.sleep(0.1)  # (its connection_lost comes a loop turn later)
+    assert len(box.mailbox) == 0  # nothing after the bad packet was taken
+    down = [r.getMessage() for r in caplog.records if " down (" in r.getMessage()]
+    assert any(line.startswith("connection to raw") and " down (127.0.0.1:" in line
+               for line in down), caplog.text
     assert await b.ping(a.node_atom)  # the other connection never noticed
     writer.close()
     await writer.wait_closed()

@@ -3,7 +3,8 @@
 ``InitiatorHandshake`` (the connecting side, OTP's ``handshake_we_started``) and
 ``AcceptorHandshake`` (``handshake_other_started``) take received bytes with
 ``receive_data(data) -> events`` and queue the bytes to send, which ``data_to_send()``
-drains. Every message is framed with a 2-byte length. The message layouts are the frozen
+drains. Every message is framed with a 2-byte length over TCP; over TLS (``inet_tls_dist``)
+with a 4-byte one (``length_bytes=4``, docs/protocol/tls.md). The message layouts are the frozen
 dataclasses below, each with ``encode()``; ``decode_message`` parses one packet.
 
 Initiator::
@@ -354,7 +355,11 @@ class _Handshake(ABC):
     _role: Role
 
     def __init__(self, *, local_name: str, cookie: str, flags: DistFlag, creation: int,
-                 challenge_source: Callable[[], int], required: DistFlag) -> None:
+                 challenge_source: Callable[[], int], required: DistFlag,
+                 length_bytes: int) -> None:
+        if length_bytes not in (2, 4):
+            raise LocalProtocolError(f"handshake messages have 2- or 4-byte lengths, not "
+                                     f"{length_bytes!r}")
         if not 0 <= creation < _U32:
             raise LocalProtocolError(f"creation {creation} is not a 32-bit value")
         _latin1(local_name)
@@ -365,7 +370,8 @@ class _Handshake(ABC):
         self._creation = creation
         self._challenge_source = challenge_source
         self._required = required
-        self._reader = PacketReader(2)
+        self._length_bytes = length_bytes
+        self._reader = PacketReader(length_bytes)
         self._out = bytearray()
         self._state = State.IDLE
         self._error: Exception | None = None
@@ -380,7 +386,7 @@ class _Handshake(ABC):
         return self._state
 
     def data_to_send(self) -> bytes:
-        """Drain the queued bytes (each message framed with its 2-byte length)."""
+        """Drain the queued bytes (each message framed with its length)."""
         data = bytes(self._out)
         self._out.clear()
         return data
@@ -417,7 +423,7 @@ class _Handshake(ABC):
                                  self._peer_creation, self._reader.take_rest())
 
     def _send(self, message: Message) -> None:
-        self._out += frame(message.encode(), 2)
+        self._out += frame(message.encode(), self._length_bytes)
 
     def _new_challenge(self) -> int:
         challenge = self._challenge_source()
@@ -456,9 +462,10 @@ class InitiatorHandshake(_Handshake):
 
     def __init__(self, *, local_name: str, peer_name: str, cookie: str, flags: DistFlag,
                  creation: int, challenge_source: Callable[[], int],
-                 required: DistFlag = REQUIRED) -> None:
+                 required: DistFlag = REQUIRED, length_bytes: int = 2) -> None:
         super().__init__(local_name=local_name, cookie=cookie, flags=flags, creation=creation,
-                         challenge_source=challenge_source, required=required)
+                         challenge_source=challenge_source, required=required,
+                         length_bytes=length_bytes)
         self._name_me = bool(flags & DistFlag.NAME_ME)
         if self._name_me and "@" in local_name:
             raise LocalProtocolError("with NAME_ME, local_name is the bare host to send")
@@ -546,9 +553,11 @@ class AcceptorHandshake(_Handshake):
     _role = Role.ACCEPTOR
 
     def __init__(self, *, local_name: str, cookie: str, flags: DistFlag, creation: int,
-                 challenge_source: Callable[[], int], required: DistFlag = REQUIRED) -> None:
+                 challenge_source: Callable[[], int], required: DistFlag = REQUIRED,
+                 length_bytes: int = 2) -> None:
         super().__init__(local_name=local_name, cookie=cookie, flags=flags, creation=creation,
-                         challenge_source=challenge_source, required=required)
+                         challenge_source=challenge_source, required=required,
+                         length_bytes=length_bytes)
         self._state = State.AWAIT_NAME
         self._own_flags = flags  # what our challenge announces (see _send_challenge)
 

@@ -1,25 +1,32 @@
-"""One TCP connection to a peer node: the thin asyncio layer over the sans-I/O machines.
+"""One connection to a peer node: the thin asyncio layer over the sans-I/O machines.
 
-A :class:`Channel` is an ``asyncio.Protocol``. It feeds received bytes to the handshake
-machine, then to the :class:`~pyerl_node.proto.connection.Connection`, hands the resulting control
-messages to the node, and writes what the machines queue. Writes are batched: however many
-messages are sent in one event-loop iteration, they leave in one ``writelines`` call. The
-connection's timer (ticks, net_ticktime) is one ``call_at`` handle, re-armed after each event.
+A :class:`Channel` is an ``asyncio.Protocol``. Over TLS (``inet_tls``) it first runs a
+:class:`~pyerl_node.runtime.tls_layer.TlsLayer` and checks the peer's certificate as OTP does;
+then it feeds the (plaintext) bytes to the handshake machine, then to the
+:class:`~pyerl_node.proto.connection.Connection`, hands the resulting control messages to the
+node, and writes what the machines queue. A packet that breaks the protocol ends the
+connection, as the BEAM ends it, after the messages before it are delivered.
+
+Writes are batched: however many messages are sent in one event-loop iteration, they leave in
+one ``writelines`` call. The connection's timer (ticks, net_ticktime) is one ``call_at``
+handle, re-armed after each event. The channel is the :class:`~pyerl_node.runtime.mailbox.
+FlowSource` of the messages it delivers: it knows how many of its bytes wait in mailboxes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
-from pyerl_node.proto.connection import BadFrame, Connection
-from pyerl_node.proto.control import ControlMessage, UnknownControl
+from pyerl_node.proto.connection import Connection
+from pyerl_node.proto.control import ControlMessage
 from pyerl_node.proto.errors import (
     ConnectionLost,
     EpmdError,
     ErlNodeError,
+    FrameError,
     HandshakeError,
     NodeDown,
     RemoteProtocolError,
@@ -35,10 +42,18 @@ from pyerl_node.proto.handshake import (
     StatusReceived,
 )
 from pyerl_node.proto.names import parse_node_name
+from pyerl_node.proto.safe_repr import safe_repr
 from pyerl_node.proto.terms import Atom
 from pyerl_node.runtime import epmd_client
 from pyerl_node.runtime.flush import LATER_DELAY, Flush
 from pyerl_node.runtime.ratelimit import OncePer
+from pyerl_node.runtime.tls import (
+    PeerCertificateError,
+    check_client_certificate,
+    check_server_certificate,
+    client_server_hostname,
+)
+from pyerl_node.runtime.tls_layer import TlsError, TlsLayer, TlsSettings
 from pyerl_node.runtime.transport import ListenOptions
 
 log = logging.getLogger("pyerl_node.channel")
@@ -49,6 +64,11 @@ _HANDSHAKE_TIMEOUT = 7.0  # net_setuptime's default
 # Queued output beyond this is written at once instead of at the end of the loop iteration.
 _FLUSH_AT = 256 * 1024
 _BIG_WRITE = 64 * 1024
+# What a delivered message costs beyond its bytes on the wire (its Python objects), so that a
+# flood of tiny messages counts for what it weighs.
+_MESSAGE_OVERHEAD = 64
+# The first bytes of a TLS ClientHello record, where a plain node expects a send_name.
+_TLS_RECORD = b"\x16\x03"
 
 
 class PeerWinsSimultaneousError(HandshakeError):
@@ -76,6 +96,7 @@ class ChannelOwner(Protocol):
     listen_options: ListenOptions
     challenge_source: Callable[[], int]
     peer_warnings: OncePer
+    tls: TlsSettings | None
 
     def accept_decision(self, peer: Atom) -> Status: ...
 
@@ -114,6 +135,11 @@ class Channel(asyncio.Protocol):
         self.address: tuple[str, int] | None = None
         #: why the connection ended, for the log line that says it went down
         self.down_reason = "closed by the peer"
+        self._tls: TlsLayer | None = None
+        #: bytes of messages from this connection that wait in mailboxes
+        self.undelivered = 0
+        #: the accounted size of the message being dispatched (read by inbound delivery)
+        self.current_size = 0
 
     @property
     def where(self) -> str:
@@ -139,41 +165,119 @@ class Channel(asyncio.Protocol):
             "flags": node.flags,
             "creation": node.creation,
             "challenge_source": node.challenge_source,
+            "length_bytes": 2 if node.tls is None else 4,  # inet_tls_dist frames with 4
         }
         hs: InitiatorHandshake | AcceptorHandshake
         if self.initiator:
             hs = InitiatorHandshake(peer_name=self.peer.name, **common)  # type: ignore[arg-type]
-            hs.start()
         else:
             hs = AcceptorHandshake(**common)  # type: ignore[arg-type]
         self._handshake = hs
+        # net_setuptime bounds the TLS and the distribution handshake together, as in OTP
         self._timer = self._loop.call_later(_HANDSHAKE_TIMEOUT, self._handshake_timeout)
-        self._write_handshake()
+        settings = node.tls
+        if settings is None:
+            self._start_handshake()
+            return
+        hostname = (client_server_hostname(settings.options, parse_node_name(self.peer.name).host)
+                    if self.initiator and settings.options is not None else None)
+        self._tls = TlsLayer(settings.client if self.initiator else settings.server,
+                             server_side=not self.initiator, server_hostname=hostname)
+        try:
+            transport.write(self._tls.start())
+        except TlsError as exc:
+            self._fail(exc)
+
+    def _start_handshake(self) -> None:
+        if isinstance(self._handshake, InitiatorHandshake):
+            self._handshake.start()
+            self._write_handshake()
 
     def data_received(self, data: bytes) -> None:
-        if self._conn is not None:
+        tls = self._tls
+        if tls is None:
+            self._received(data)
+            return
+        was_established = tls.established
+        try:
+            plain, out = tls.receive(data)
+        except TlsError as exc:
+            self._fail(exc)
+            return
+        if out and self._transport is not None:
+            self._transport.write(out)
+        if tls.established and not was_established:
             try:
-                events = self._conn.receive_data(data, self._loop.time())
-            except RemoteProtocolError as exc:
+                self._check_certificate(tls)
+            except PeerCertificateError as exc:
                 self._fail(exc)
                 return
-            dispatch = self.node.dispatch
-            for event in events:
-                if type(event) is BadFrame:
-                    log.warning("bad frame from %s: %s", self.peer.name, event.error)
-                elif type(event) is UnknownControl:
-                    log.info("unknown control message from %s: %r", self.peer.name, event)
-                else:
-                    try:
-                        dispatch(self, event)
-                    except Exception:
-                        # a bug in handling one message must not take the connection down
-                        log.exception("handling %r from %s failed", event, self.peer.name)
-            # Answers produced while dispatching (rpc replies, noproc DOWNs...) leave now,
-            # one write for the whole chunk, without waiting for another loop iteration.
-            self.flush()
+            self._start_handshake()
+        if plain:
+            self._received(plain)
+
+    def _check_certificate(self, tls: TlsLayer) -> None:
+        """OTP's checks of the peer's certificate, before a distribution byte is sent."""
+        settings = self.node.tls
+        if settings is None or settings.options is None:
+            return  # ready-made contexts: their own verification is all there is
+        if self.initiator:
+            check_server_certificate(tls.ssl_object, settings.options,
+                                     parse_node_name(self.peer.name).host)
+        else:
+            check_client_certificate(tls.ssl_object, settings.options,
+                                     peer_ip=self.address[0] if self.address else "",
+                                     allowed=())
+
+    def _received(self, data: bytes) -> None:
+        """Plaintext from the peer: handshake bytes, then distribution packets."""
+        conn = self._conn
+        if conn is None:
+            if (self._tls is None and not self.initiator and self.address is not None
+                    and data.startswith(_TLS_RECORD)):
+                self._fail(HandshakeError(
+                    "the peer speaks TLS, but this node runs plain TCP distribution "
+                    "(it needs -proto_dist inet_tcp, or this node inet_tls)"))
+                return
+            self._handshake_data(data)
             return
-        self._handshake_data(data)
+        try:
+            events = conn.receive_data(data, self._loop.time())
+        except FrameError as exc:
+            self._dispatch(exc.events, len(data))  # what came before the bad packet counts
+            self._fail(exc)
+            return
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+            return
+        self._dispatch(events, len(data))
+        # Answers produced while dispatching (rpc replies, noproc DOWNs...) leave now,
+        # one write for the whole chunk, without waiting for another loop iteration.
+        self.flush()
+
+    def _dispatch(self, events: Sequence[ControlMessage], size: int) -> None:
+        if not events:
+            return
+        # the bytes of this read, shared by its messages (a big one usually comes alone)
+        self.current_size = size // len(events) + _MESSAGE_OVERHEAD
+        dispatch = self.node.dispatch
+        for event in events:
+            try:
+                dispatch(self, event)
+            except Exception:
+                # a bug in handling one message must not take the connection down
+                log.exception("handling %s from %s failed", safe_repr(event),
+                              self.peer.name)
+
+    # -- FlowSource ------------------------------------------------------------------------------
+
+    def queued(self, size: int) -> None:
+        """``size`` bytes of ours now wait in a mailbox."""
+        self.undelivered += size
+
+    def delivered(self, size: int) -> None:
+        """``size`` bytes of ours left a mailbox."""
+        self.undelivered -= size
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._closed and exc is not None:
@@ -264,10 +368,10 @@ class Channel(asyncio.Protocol):
         # our final ack goes out, as OTP waits for the old connection to die first.
         self.node.channel_up(self)
         if final:
-            self._transport.write(final)
+            self._write(final)
         self._arm_timer()
         if event.trailing:
-            self.data_received(bytes(event.trailing))
+            self._received(bytes(event.trailing))
 
     def _handshake_timeout(self) -> None:
         self._fail(HandshakeError("handshake timed out", peer=self.peer.name or None))
@@ -276,7 +380,18 @@ class Channel(asyncio.Protocol):
         if self._handshake is not None and self._transport is not None:
             out = self._handshake.data_to_send()
             if out:
-                self._transport.write(out)
+                self._write(out)
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` to the socket (encrypted first over TLS)."""
+        assert self._transport is not None
+        if self._tls is None:
+            self._transport.write(data)
+            return
+        try:
+            self._transport.write(self._tls.send(data))
+        except TlsError as exc:
+            self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
         if self._conn is None:
@@ -342,7 +457,7 @@ class Channel(asyncio.Protocol):
         for chunk in self._conn.data_to_send():
             # A view: what the socket does not take at once is copied into the transport's
             # buffer once, instead of being sliced into a new bytearray first.
-            self._transport.write(memoryview(chunk) if len(chunk) > _BIG_WRITE else chunk)
+            self._write(memoryview(chunk) if len(chunk) > _BIG_WRITE else chunk)
 
     def _arm_timer(self) -> None:
         if self._conn is None or self._closed:
@@ -390,7 +505,7 @@ async def dial(node: ChannelOwner, peer: Atom) -> Channel:
     _, channel = await loop.create_connection(
         lambda: Channel(node, initiator=True, peer=peer), name.host, address.port,
         family=node.listen_options.family,
-    )
+    )  # (TLS, if any, runs inside the channel: it checks the certificate as OTP does)
     try:
         await channel.handshake_done
     except BaseException:

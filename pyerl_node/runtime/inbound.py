@@ -39,6 +39,8 @@ class Node(Protocol):
 
     def deliver_local(self, target: Term, message: Term) -> None: ...
 
+    def deliver_from(self, target: Term, message: Term, channel: Channel) -> None: ...
+
     def local_process(self, target: Term) -> Process | None: ...
 
     def signal_exit(self, proc: Process, sender: Pid, reason: Term, *,
@@ -62,19 +64,19 @@ def dispatch(node: Node, channel: Channel, msg: Any) -> None:
 
 
 def _send(node: Node, channel: Channel, msg: c.Send | c.SendSender) -> None:
-    node.deliver_local(msg.to_pid, msg.message)
+    node.deliver_from(msg.to_pid, msg.message, channel)
 
 
 def _reg_send(node: Node, channel: Channel, msg: c.RegSend) -> None:
     proc = node.registry.whereis(msg.to_name)
     if proc is not None:
-        proc.mailbox.put(msg.message)
+        proc.mailbox.put_from(msg.message, channel, channel.current_size)
     else:
         log.debug("%s sent to unknown name %s: dropped", channel.peer.name, msg.to_name)
 
 
 def _alias_send(node: Node, channel: Channel, msg: c.AliasSend) -> None:
-    node.deliver_local(msg.alias, msg.message)
+    node.deliver_from(msg.alias, msg.message, channel)
 
 
 def _altact(node: Node, channel: Channel, msg: c.AltactSigSend) -> None:
@@ -83,7 +85,7 @@ def _altact(node: Node, channel: Channel, msg: c.AltactSigSend) -> None:
         if proc is not None:
             node.signal_exit(proc, msg.sender, msg.message, from_link=False)
         return
-    node.deliver_local(msg.to, msg.message)
+    node.deliver_from(msg.to, msg.message, channel)
 
 
 def _link(node: Node, channel: Channel, msg: c.Link) -> None:

@@ -35,7 +35,7 @@ from pyerl_node.proto.terms import Atom, Pid, Reference, Term
 from pyerl_node.runtime import epmd_client, inbound, transport
 from pyerl_node.runtime.channel import Channel, PeerWinsSimultaneousError, dial
 from pyerl_node.runtime.flush import Flush
-from pyerl_node.runtime.interface import Destination, NodeKind, SpawnHandler
+from pyerl_node.runtime.interface import Destination, NodeKind, SpawnHandler, StateReplyProbe
 from pyerl_node.runtime.mailbox import Mailbox
 from pyerl_node.runtime.process import (
     DOWN,
@@ -53,6 +53,7 @@ from pyerl_node.runtime.process import (
 )
 from pyerl_node.runtime.ratelimit import OncePer
 from pyerl_node.runtime.registry import Registry
+from pyerl_node.runtime.tls_layer import TlsSettings
 
 log = logging.getLogger("pyerl_node")
 
@@ -82,6 +83,7 @@ class Kernel:
         net_ticktime: float,
         connect_timeout: float,
         challenge_source: Callable[[], int],
+        tls: TlsSettings | None = None,
     ) -> None:
         self.name = name
         self.node_atom = Atom(str(name))
@@ -92,10 +94,13 @@ class Kernel:
         self.net_ticktime = net_ticktime
         self.connect_timeout = connect_timeout
         self.challenge_source = challenge_source
+        #: TLS distribution (inet_tls), None for plain TCP
+        self.tls = tls
         self.flags: DistFlag = default_flags(hidden=hidden, spawn=True)
         self.creation = 0
         self.registry = Registry(self.node_atom, 0)
         self.spawn_handler: SpawnHandler = _undefined_function
+        self.state_reply_probe: StateReplyProbe | None = None
         self.started = False
         self._channels: dict[Atom, Channel] = {}
         self._pending: dict[Atom, asyncio.Future[Channel]] = {}
@@ -337,6 +342,26 @@ class Kernel:
         channel.send(self._remote_send_message(channel, from_pid, target, message), flush)
         await channel.drain()
 
+    def send_noconnect(self, dest: Destination, message: Term, *,
+                       sender: Pid | None = None) -> bool:
+        """``erlang:send(Dest, Msg, [noconnect])``: deliver without ever dialling a node.
+
+        A local destination gets the message at once; a remote one only over an existing
+        connection, queued for the next write without waiting for the socket to drain (the
+        protocols that use it send small messages and must not be suspended between two).
+        False when the destination's node is not connected: the message is dropped.
+        """
+        node, target = self.resolve(dest)
+        if node is None:
+            self.deliver_local(target, message)
+            return True
+        channel = self._channels.get(node)
+        if channel is None:
+            return False
+        from_pid = sender or self.system_pid()
+        channel.send(self._remote_send_message(channel, from_pid, target, message))
+        return True
+
     def _remote_send_message(
         self, channel: Channel, from_pid: Pid, target: Term, message: Term
     ) -> c.ControlMessage:
@@ -355,6 +380,17 @@ class Kernel:
             proc = self.local_process(target)
         if proc is not None:
             proc.mailbox.put(message)
+
+    def deliver_from(self, target: Term, message: Term, channel: Channel) -> None:
+        """Deliver a message ``channel`` received (its bytes count until it is received)."""
+        if type(target) is Pid:
+            proc = self.registry.get(target)
+        elif isinstance(target, Reference):
+            proc = self._aliases.get(target)
+        else:
+            proc = self.local_process(target)
+        if proc is not None:
+            proc.mailbox.put_from(message, channel, channel.current_size)
 
     def alias(self, proc: Process) -> Reference:
         """A reference that routes messages to ``proc`` until ``unalias``."""
@@ -727,6 +763,11 @@ class Kernel:
         channel.close("disconnected by this node")
         self.channel_down(channel)
         return True
+
+    async def epmd_names(self, host: str = "127.0.0.1") -> list[tuple[str, int]]:
+        """``net_adm:names/1``: the (name, port) pairs EPMD on ``host`` lists (on the EPMD
+        port this node uses); EpmdError or OSError if it cannot be asked."""
+        return await epmd_client.names(host, epmd_port=self.epmd_port)
 
     def send_soon(
         self, node: Atom, msg: c.ControlMessage | None, *, on_fail: Callable[[], None],
