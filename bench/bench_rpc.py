@@ -69,7 +69,7 @@ async def bench_release(release: str, calls: int) -> list[str]:
             for threaded, kind, callers in itertools.product(
                 (True, False), ("rpc", "erpc"), (1, 8)
             ):
-                py.expose("erlang", {"abs": abs}, threaded=threaded)
+                py.expose("erlang", {"abs": abs}, threaded=threaded, replace_builtin=True)
                 n = max(10, calls // callers)
                 await _measure(caller, kind, callee.name, callers, 50)  # warm up
                 await _measure(caller, kind, py.node_atom.name, callers, 50)

@@ -40,7 +40,7 @@ from pyerl_node.proto.errors import ErlNodeError
 from pyerl_node.proto.terms import Atom, Pid, Reference, Term, freeze
 from pyerl_node.runtime.genserver import GEN_CALL, GEN_CAST, NOREPLY, reply
 from pyerl_node.runtime.process import DOWN, KILL, Process
-from pyerl_node.services.global_calls import DEL_LOCK, GLOBAL, GNS, SET_LOCK
+from pyerl_node.services.global_calls import DEL_LOCK, GNS, SET_LOCK
 from pyerl_node.services.global_locker import (
     ADD_TO_KNOWN,
     CANCEL,
@@ -55,7 +55,6 @@ from pyerl_node.services.global_registrar import REGISTER, UNREGISTER, Registrar
 from pyerl_node.services.global_resolve import (
     DELETE,
     INSERT,
-    GlobalModule,
     exchange_names,
     remote_resolver,
 )
@@ -153,7 +152,6 @@ class GlobalNameServer:
         node.monitor_nodes(self.proc.pid)
         self.locker_proc = node.spawn(self.locker.run)
         self.registrar.start()
-        self.exposed.expose(GLOBAL, GlobalModule(node, self.exposed, lambda: self.proc.pid))
 
     async def _serve(self, proc: Process) -> None:
         try:

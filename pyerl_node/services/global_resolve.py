@@ -4,8 +4,8 @@ The node whose name sorts first resolves each clash by calling
 ``global:resolve_it(Method, Name, HisPid, MyPid)`` on the node of *its own* pid, where
 ``Method`` is the method its own registration carries. That node may be a BEAM node (we rpc
 into it) or a Python node; for the latter :func:`resolve_it` implements the same semantics,
-and :class:`GlobalModule` exposes it as Erlang module ``global`` so that BEAM nodes can rpc
-into us as they would into each other.
+and the built-in module ``global`` (:mod:`pyerl_node.services.builtins.global_`) serves it so
+that BEAM nodes can rpc into us as they would into each other.
 
 Built-in methods: ``random_exit_name`` (OTP's default, a local fun of module ``global`` on the
 wire; we send the equivalent ``fun global:random_exit_name/3``), ``random_notify_name`` and
@@ -72,20 +72,6 @@ async def resolve_it(node: NodeServices, exposed: rpc_service.Exposed, method: T
     outcome = await rpc_service.apply(exposed, method.module, method.function,
                                       [name, pid1, pid2])
     return rpc_service.rpc_result(outcome)
-
-
-class GlobalModule:
-    """What BEAM nodes may rpc into as module ``global`` on a Python node."""
-
-    def __init__(self, node: NodeServices, exposed: rpc_service.Exposed,
-                 sender: Callable[[], Pid]) -> None:
-        self._node = node
-        self._exposed = exposed
-        self._sender = sender
-
-    async def resolve_it(self, method: Term, name: Term, pid1: Pid, pid2: Pid) -> Term:
-        return await resolve_it(self._node, self._exposed, method, name, pid1, pid2,
-                                sender=self._sender())
 
 
 def remote_resolver(node: NodeServices, exposed: rpc_service.Exposed, sender: Pid) -> Resolve:

@@ -11,8 +11,15 @@ with ``undef`` as a BEAM process would.
 Outbound (§3.4): the same SPAWN_REQUEST towards a BEAM node, with the request id as monitor
 reference; the DOWN reason carries the outcome.
 
-Nothing is callable unless exposed (``Node.expose``). Synchronous functions run in a thread
-pool so that a slow one does not stall the node; ``async def`` functions are awaited.
+Nothing is callable unless exposed (``Node.expose``) or built in: the node's own modules
+(``erlang``, ``global``, ``os``..., :mod:`pyerl_node.services.builtins`) answer the calls BEAM
+code and tools make of any node. A user module cannot take a built-in's name by accident
+(``replace_builtin=True`` says it is meant), and the functions the node's own protocols call
+(``global:resolve_it``) stay built-in even then. Synchronous functions run in a thread pool so
+that a slow one does not stall the node; ``async def`` functions are awaited.
+
+A plain spawn (not erpc) that ends in an error logs the BEAM's error report, here and on the
+node of its group leader (the caller's node), as the emulator does for a crashed process.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
+import time
 import traceback
 import types
 from collections.abc import Callable, Coroutine, Mapping
@@ -30,14 +39,17 @@ from pyerl_node.proto import etf
 from pyerl_node.proto.errors import (
     CallTimeout,
     EncodeError,
+    ErlNodeError,
     LocalProtocolError,
     ProcessExit,
     RpcError,
 )
+from pyerl_node.proto.term_syntax import format_term
 from pyerl_node.proto.terms import Atom, Pid, Reference, Term
 from pyerl_node.runtime.interface import NodeServices, SpawnHandler
 from pyerl_node.runtime.process import DOWN, NORMAL, Process, python_exit_reason
 from pyerl_node.runtime.workers import Workers
+from pyerl_node.services.builtins.names import BUILTIN_MODULES, ERLANG
 
 ERPC = Atom("erpc")
 EXECUTE_CALL = Atom("execute_call")
@@ -56,8 +68,22 @@ NODEDOWN = Atom("nodedown")
 SPAWN_REPLY_TAG = Atom("spawn_reply")
 BADARG = Atom("badarg")
 GROUP_LEADER_NAME = Atom("pyerl_group_leader")
+APPLY = Atom("apply")
+NOCATCH = Atom("nocatch")
+_APPLY_2: Final[Term] = (ERLANG, APPLY, 2, [])
+# the error report's message to the caller's logger_proxy
+LOGGER_PROXY = Atom("logger_proxy")
+LOG = Atom("log")
+ERROR_LOGGER = Atom("error_logger")
+EMULATOR = Atom("emulator")
+TAG = Atom("tag")
+GL = Atom("gl")
+PID = Atom("pid")
+TIME = Atom("time")
 
 _WORKERS = Workers(max_threads=32, name="pyerl-rpc")
+
+log = logging.getLogger("pyerl_node")
 
 
 class Throw(Exception):  # noqa: N818 -- named after the Erlang exception class it raises
@@ -69,11 +95,16 @@ class Throw(Exception):  # noqa: N818 -- named after the Erlang exception class 
 
 
 class ErlangError(Exception):
-    """Raise in an exposed function to ``error(Reason)`` on the Erlang side."""
+    """Raise in an exposed function to ``error(Reason)`` on the Erlang side.
 
-    def __init__(self, reason: Term) -> None:
+    ``stacktrace`` replaces the Python traceback in the Erlang stack, for functions that fail
+    the way a BEAM function does (``[{erlang, node, [X], [{error_info, ...}]}]``).
+    """
+
+    def __init__(self, reason: Term, stacktrace: list[Term] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.stacktrace = stacktrace
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,38 +120,89 @@ class Outcome:
 class _Module:
     find: Callable[[str], Any]
     threaded: bool
+    origin: str  # where the code comes from, as ``code:which/1`` names it
+
+
+def _origin(obj: object) -> str:
+    """``python:<where>``: the Python module, class or functions behind an exposed module."""
+    if isinstance(obj, types.ModuleType):
+        where = obj.__name__
+    elif isinstance(obj, Mapping):
+        first = next((fn for fn in obj.values() if callable(fn)), None)
+        where = getattr(first, "__module__", None) or "mapping"
+    else:
+        cls = type(obj)
+        where = f"{cls.__module__}.{cls.__qualname__}"
+    return f"python:{where}"
+
+
+def _finder(obj: object) -> Callable[[str], Any]:
+    if isinstance(obj, Mapping):
+        return dict(obj).get
+
+    def find(fn: str) -> Any:
+        return None if fn.startswith("_") else getattr(obj, fn, None)
+
+    return find
 
 
 class Exposed:
-    """The Python callables published under Erlang module names."""
+    """The callables published under Erlang module names: the node's built-in modules and
+    the user's (``Node.expose``)."""
 
     def __init__(self) -> None:
         self._modules: dict[Atom, _Module] = {}
+        self._builtins: dict[Atom, _Module] = {}
+        # functions of a built-in the node's own protocols call: never taken over by a user
+        self._internal: dict[Atom, frozenset[str]] = {}
 
-    def expose(self, name: Atom | str, obj: object, *, threaded: bool = True) -> None:
+    def expose(self, name: Atom | str, obj: object, *, threaded: bool = True,
+               replace_builtin: bool = False) -> None:
         """Publish ``obj``'s public callables as module ``name``.
 
         ``obj`` is a Python module, a mapping of function names to callables, or any object
         whose public attributes are callables (a class instance). Synchronous functions run
         in a thread pool (``threaded``) so that a slow one cannot stall the node; pass
         ``threaded=False`` for quick functions to save the thread hand-off (~0.1 ms a call).
+
+        The name of a built-in module (``erlang``, ``global``, ``os``...) is refused with
+        :class:`LocalProtocolError` unless ``replace_builtin=True``: then rpc calls of that
+        module run ``obj`` (functions it lacks are undef), except the functions the node's
+        own protocols call (``global:resolve_it``), which stay built-in.
         """
         atom = name if isinstance(name, Atom) else Atom(name)
-        if isinstance(obj, Mapping):
-            find: Callable[[str], Any] = dict(obj).get
-        else:
-            def find(fn: str) -> Any:
-                return None if fn.startswith("_") else getattr(obj, fn, None)
-        self._modules[atom] = _Module(find, threaded)
+        if atom in BUILTIN_MODULES and not replace_builtin:
+            raise LocalProtocolError(
+                f"{atom.name!r} is a built-in module of the node: BEAM code and tools call "
+                f"it on every node (see docs/builtins.md). Expose your module under another "
+                f"name, or pass replace_builtin=True to serve rpc calls of {atom.name!r} "
+                f"from it instead")
+        self._modules[atom] = _Module(_finder(obj), threaded, _origin(obj))
+
+    def provide(self, name: Atom, obj: object, *, internal: frozenset[str] = frozenset()
+                ) -> None:
+        """Serve ``obj`` as the built-in module ``name`` (a service of the node; its
+        functions run inline: they must be quick, or ``async``). ``internal``: the functions
+        the node's own protocols call, which a user module never takes over."""
+        self._builtins[name] = _Module(_finder(obj), False, _origin(obj))
+        self._internal[name] = internal
 
     def modules(self) -> list[Atom]:
-        return list(self._modules)
+        """Every module name rpc calls reach (built-in and user), without repeats."""
+        return list(dict.fromkeys([*self._builtins, *self._modules]))
+
+    def origin(self, module: Atom) -> str | None:
+        """``python:<where>`` of the code that serves ``module``, None if nothing does."""
+        entry = self._modules.get(module) or self._builtins.get(module)
+        return None if entry is None else entry.origin
 
     def lookup(
         self, module: Atom, function: Atom, arity: int
     ) -> tuple[Callable[..., Any], bool] | None:
         """``(callable, threaded)`` for ``module:function/arity``; None where Erlang says undef."""
         entry = self._modules.get(module)
+        if entry is None or function.name in self._internal.get(module, ()):
+            entry = self._builtins.get(module)
         if entry is None:
             return None
         fn = entry.find(function.name)
@@ -258,7 +340,8 @@ def _failure(exc: Exception) -> Outcome:
     if isinstance(exc, ProcessExit):
         return Outcome(EXIT_CLASS, exc.reason, [])
     if isinstance(exc, ErlangError):
-        return Outcome(ERROR, exc.reason, _stacktrace(exc))
+        stack = _stacktrace(exc) if exc.stacktrace is None else exc.stacktrace
+        return Outcome(ERROR, exc.reason, stack)
     return Outcome(ERROR, python_exit_reason(exc), _stacktrace(exc))
 
 
@@ -283,18 +366,23 @@ def rpc_result(outcome: Outcome) -> Term:
 
 def spawn_handler(node: NodeServices, exposed: Exposed) -> SpawnHandler:
     """What a distributed spawn into ``node`` runs: erpc's call/cast protocol (§3.2), or a
-    plain ``spawn(Node, M, F, A)`` of an exposed function (undef for anything else)."""
+    plain ``spawn(Node, M, F, A)`` of an exposed or built-in function (undef for anything
+    else: a fun, ``erlang:apply/2`` of one, cannot run here). A plain spawn that fails logs
+    the error report a BEAM logs, here and on its group leader's node."""
 
     def handle(proc: Process, module: Atom, function: Atom, args: list[Term],
                finish: Callable[[Term], None]) -> None:
         call = _requested_call(module, function, args)
         if isinstance(call, Outcome):  # a malformed erpc request fails as erpc's would
-            finish(_exit_reason(module, args[0], call))
+            finish(_exit_reason(module, function, args[0], call))
             return
         res_ref, m, f, a = call
 
         def done(outcome: Outcome) -> None:
-            finish(_exit_reason(module, res_ref, outcome))
+            reason = _exit_reason(module, function, res_ref, outcome)
+            if module is not ERPC and (outcome.kind is ERROR or outcome.kind is THROW):
+                report_crash(node, proc, reason)
+            finish(reason)
 
         started = start_apply(exposed, m, f, a, done)
         if isinstance(started, Outcome):
@@ -326,13 +414,46 @@ def _requested_call(
     return Outcome(ERROR, BADARG, [(m, f, fargs, [])])
 
 
-def _exit_reason(module: Atom, res_ref: Term, outcome: Outcome) -> Term:
+def _exit_reason(module: Atom, function: Atom, res_ref: Term, outcome: Outcome) -> Term:
     """How the spawned process ends: erpc's encoded result, or a plain process's exit."""
     if module is ERPC:
         return NORMAL if res_ref is None else erpc_exit_reason(res_ref, outcome)
     if outcome.kind is ERROR:
-        return (outcome.value, outcome.stack)
+        stack = outcome.stack
+        if module is ERLANG and function is APPLY and stack and stack[-1] == _APPLY_2:
+            stack = stack[:-1]  # a process that starts in erlang:apply/2 is the fun itself
+        return (outcome.value, stack)
+    if outcome.kind is THROW:
+        return ((NOCATCH, outcome.value), outcome.stack)
     return NORMAL if outcome.kind is RETURN else outcome.value
+
+
+_REPORT_FORMAT: Final = [ord(c) for c in "Error in process ~p on node ~p with exit value:~n~p~n"]
+
+
+def report_crash(node: NodeServices, proc: Process, reason: Term) -> None:
+    """The emulator's error report for a process that crashed: logged here and, when its
+    group leader is on another node (the node that spawned it), sent to that node's
+    ``logger_proxy`` as ``{log, error, Format, Args, Meta}``, as a BEAM sends it."""
+    me = node.node_atom
+    leader = proc.group_leader
+    caller = None if leader is None or leader.node is me else leader.node
+    log.error("Error in process %r on node %s with exit value: %s%s", proc.pid, me.name,
+              format_term(reason), "" if caller is None else f" (spawned from {caller.name})")
+    if leader is None or caller is None:
+        return
+    meta = {ERROR_LOGGER: {EMULATOR: True, TAG: ERROR}, GL: leader, PID: proc.pid,
+            TIME: time.time_ns() // 1000}
+    report = (LOG, ERROR, _REPORT_FORMAT, [proc.pid, me, reason], meta)
+
+    async def send() -> None:
+        try:
+            await node.send((LOGGER_PROXY, caller), report)
+        except (ErlNodeError, OSError) as exc:
+            log.debug("error report for %r not delivered to %s: %s", proc.pid, caller.name,
+                      exc)
+
+    node.spawn_task(send())
 
 
 # -- calling BEAM nodes --------------------------------------------------------------------
