@@ -13,6 +13,7 @@ import logging
 import os
 import pathlib
 import secrets
+import ssl
 import string
 from collections.abc import Callable
 from types import TracebackType
@@ -28,15 +29,18 @@ from pyerl_node.proto.errors import (
 from pyerl_node.proto.flags import DistFlag
 from pyerl_node.proto.names import NodeName, make_node_name, parse_node_name
 from pyerl_node.proto.terms import Atom, Pid, Reference, Term
-from pyerl_node.runtime import epmd_client, genserver, transport
+from pyerl_node.runtime import epmd_client, genserver, tls, transport
 from pyerl_node.runtime.flush import Flush
 from pyerl_node.runtime.interface import Destination, NodeKind
 from pyerl_node.runtime.kernel import Kernel, as_atom
 from pyerl_node.runtime.mailbox import Mailbox
 from pyerl_node.runtime.process import Process, ProcessBody
+from pyerl_node.runtime.tls_layer import TlsSettings
+from pyerl_node.services import pg as pg_service
 from pyerl_node.services import rpc as rpc_service
 from pyerl_node.services import start_builtin_services
 from pyerl_node.services.global_names import GlobalNameServer
+from pyerl_node.services.phoenix import Dispatcher, PubSub
 
 log = logging.getLogger("pyerl_node")
 
@@ -65,8 +69,11 @@ class Node:
       ``"py@host.domain"`` or ``"py@10.0.0.5"`` (``-name``).
     * ``cookie``: default ``~/.erlang.cookie`` (created as erl creates it when missing).
     * ``listen_host``: narrows listening to one address (default: every interface);
-      ``dist_port_min``/``dist_port_max``: erl's ``inet_dist_listen_min/max``;
-      ``inet6``: ``-proto_dist inet6_tcp``.
+      ``dist_port_min``/``dist_port_max``: erl's ``inet_dist_listen_min/max``.
+    * ``proto_dist``: erl's ``-proto_dist``: ``inet_tcp`` (default), ``inet6_tcp``, and over
+      TLS ``inet_tls`` / ``inet6_tls``, configured by ``ssl_dist_optfile`` (erl's
+      ``-ssl_dist_optfile`` file, the same for BEAM and Python nodes) or by ready
+      ``ssl_server_context`` and ``ssl_client_context`` objects.
     * ``epmd_port``: default ``$ERL_EPMD_PORT`` or 4369; ``start_epmd=False`` never starts
       one; ``embedded_epmd=True`` runs it inside this process instead of as a daemon (it
       then ends with the node, and so does every registration in it).
@@ -83,7 +90,10 @@ class Node:
         listen_host: str | None = None,
         dist_port_min: int = 0,
         dist_port_max: int = 0,
-        inet6: bool = False,
+        proto_dist: str = "inet_tcp",
+        ssl_dist_optfile: str | os.PathLike[str] | None = None,
+        ssl_server_context: ssl.SSLContext | None = None,
+        ssl_client_context: ssl.SSLContext | None = None,
         epmd_port: int | None = None,
         start_epmd: bool = True,
         embedded_epmd: bool = False,
@@ -92,6 +102,12 @@ class Node:
         challenge_source: Callable[[], int] | None = None,
         global_names: bool = True,
     ) -> None:
+        if proto_dist not in PROTO_DISTS:
+            raise LocalProtocolError(f"proto_dist {proto_dist!r} is none of "
+                                     f"{', '.join(PROTO_DISTS)}")
+        inet6 = proto_dist.startswith("inet6")
+        tls_settings = _tls_settings(proto_dist.endswith("_tls"), ssl_dist_optfile,
+                                     ssl_server_context, ssl_client_context)
         self._kernel = Kernel(
             own_node_name(name),
             cookie if cookie is not None else read_default_cookie(),
@@ -101,6 +117,7 @@ class Node:
             net_ticktime=net_ticktime,
             connect_timeout=connect_timeout,
             challenge_source=challenge_source or (lambda: secrets.randbits(32)),
+            tls=tls_settings,
         )
         self._exposed = rpc_service.Exposed()
         self._start_epmd = start_epmd
@@ -128,6 +145,7 @@ class Node:
         kernel.open()
         self._global = start_builtin_services(kernel, self._exposed,
                                               global_names=self._global_names)
+        self._pg = pg_service.start_pg(kernel, self._exposed)
         log.info("node %s up: listening on %s port %d (creation %d)", kernel.node_atom.name,
                  kernel.listen_options.bind_host, port, kernel.creation)
         if warning is not None:
@@ -342,13 +360,20 @@ class Node:
 
     # -- rpc -------------------------------------------------------------------------------
 
-    def expose(self, name: Atom | str, obj: object, *, threaded: bool = True) -> None:
+    def expose(self, name: Atom | str, obj: object, *, threaded: bool = True,
+               replace_builtin: bool = False) -> None:
         """Make ``obj``'s callables callable by rpc/erpc as Erlang module ``name``.
 
         ``obj`` is a Python module, a dict of functions or an object (its public methods).
         Synchronous functions run in a thread pool unless ``threaded=False``.
+
+        The node's built-in modules (``erlang``, ``global``, ``net_adm``, ``net_kernel``,
+        ``os``, ``application``, ``code``, ``pg``: docs/builtins.md) answer what BEAM tools
+        call on every node; exposing one of those names raises ``LocalProtocolError`` unless
+        ``replace_builtin=True``. Then rpc calls of that module run ``obj`` instead, but what
+        the node's own protocols call (``global:resolve_it``) stays built-in.
         """
-        self._exposed.expose(name, obj, threaded=threaded)
+        self._exposed.expose(name, obj, threaded=threaded, replace_builtin=replace_builtin)
 
     async def erpc(
         self, node: Atom | str, module: Atom | str, function: Atom | str, args: list[Term],
@@ -475,6 +500,112 @@ class Node:
     ) -> Any:
         """``global:trans/2,3,4``: ``await fun()`` under the lock, or ``aborted``."""
         return await self._global_server().registrar.trans(lock_id, fun, nodes, retries)
+
+    # -- pg ------------------------------------------------------------------------------------
+    # OTP's ``pg`` process groups (pyerl_node.services.pg). ``scope`` defaults to ``pg``, the
+    # scope every node runs; groups are any term (an ``Atom`` for atom groups); members are
+    # processes of this node. The queries read the local tables, as OTP's read ETS.
+
+    _pg: pg_service.PgScopes | None = None
+
+    def _pg_scope(self, scope: Atom | str) -> pg_service.PgScopeService:
+        if self._pg is None:
+            raise LocalProtocolError("the node is not started")
+        return self._pg.get(as_atom(scope))
+
+    def pg_start_scope(self, scope: Atom | str) -> None:
+        """``pg:start/1``: run another scope on this node (LocalProtocolError if it runs)."""
+        if self._pg is None:
+            raise LocalProtocolError("the node is not started")
+        self._pg.start_scope(as_atom(scope))
+
+    async def pg_join(self, group: Term, pid_or_pids: Pid | list[Pid], *,
+                      scope: Atom | str = pg_service.DEFAULT_SCOPE) -> None:
+        """``pg:join/3``: local processes join ``group`` (a pid counts once per join);
+        LocalProtocolError for a pid of another node."""
+        self._pg_scope(scope).join(group, pid_or_pids)
+
+    async def pg_leave(self, group: Term, pid_or_pids: Pid | list[Pid], *,
+                       scope: Atom | str = pg_service.DEFAULT_SCOPE) -> bool:
+        """``pg:leave/3``: one join of each pid undone; False (``not_joined``) if none was
+        a member."""
+        return self._pg_scope(scope).leave(group, pid_or_pids)
+
+    def pg_get_members(self, group: Term, *,
+                       scope: Atom | str = pg_service.DEFAULT_SCOPE) -> list[Pid]:
+        """``pg:get_members/2``: the members on every node, newest join first."""
+        return self._pg_scope(scope).get_members(group)
+
+    def pg_get_local_members(self, group: Term, *,
+                             scope: Atom | str = pg_service.DEFAULT_SCOPE) -> list[Pid]:
+        """``pg:get_local_members/2``: the members on this node."""
+        return self._pg_scope(scope).get_local_members(group)
+
+    def pg_which_groups(self, *, scope: Atom | str = pg_service.DEFAULT_SCOPE) -> list[Term]:
+        """``pg:which_groups/1``."""
+        return self._pg_scope(scope).which_groups()
+
+    async def pg_monitor(self, group: Term, watcher: Pid, *,
+                         scope: Atom | str = pg_service.DEFAULT_SCOPE
+                         ) -> tuple[Reference, list[Pid]]:
+        """``pg:monitor/2`` for local process ``watcher``: ``(Ref, Members)``; then
+        ``{Ref, join | leave, Group, Pids}`` reaches ``watcher`` on every change."""
+        return self._pg_scope(scope).monitor(watcher, group)
+
+    async def pg_monitor_scope(self, watcher: Pid, *,
+                               scope: Atom | str = pg_service.DEFAULT_SCOPE
+                               ) -> tuple[Reference, dict[Any, list[Pid]]]:
+        """``pg:monitor_scope/1`` for ``watcher``: ``(Ref, {Group: Members})`` (the keys
+        are ``ExactKey``s; ``d[group]`` finds them), then notifications of every group."""
+        ref, groups = self._pg_scope(scope).monitor_scope(watcher)
+        return ref, dict(groups)
+
+    async def pg_demonitor(self, ref: Reference, *,
+                           scope: Atom | str = pg_service.DEFAULT_SCOPE) -> bool:
+        """``pg:demonitor/2``: False for an unknown ref; the watcher's queued notifications
+        of ``ref`` are dropped."""
+        return self._pg_scope(scope).demonitor(ref)
+
+    # -- Phoenix.PubSub ------------------------------------------------------------------------
+
+    def pubsub(self, name: Atom | str, *, pool_size: int = 1,
+               broadcast_pool_size: int | None = None,
+               dispatchers: dict[Atom, Dispatcher] | None = None) -> PubSub:
+        """Join the Phoenix.PubSub ``name`` (``"MyApp.PubSub"`` as Elixir writes it) with the
+        PG2 adapter's ``pool_size`` and ``broadcast_pool_size``; ``dispatchers`` stand in
+        for custom Elixir dispatchers (pyerl_node.services.phoenix). LocalProtocolError if
+        that PubSub runs here already."""
+        if self._pg is None:
+            raise LocalProtocolError("the node is not started")
+        ps = PubSub(self._kernel, self._pg, name, pool_size=pool_size,
+                    broadcast_pool_size=broadcast_pool_size, dispatchers=dispatchers)
+        ps.start()
+        return ps
+
+
+PROTO_DISTS = ("inet_tcp", "inet6_tcp", "inet_tls", "inet6_tls")
+
+
+def _tls_settings(
+    wanted: bool, optfile: str | os.PathLike[str] | None,
+    server: ssl.SSLContext | None, client: ssl.SSLContext | None,
+) -> TlsSettings | None:
+    """The TLS distribution a ``Node``'s arguments ask for; a bad optfile is refused with
+    TlsConfigError (file, line, column, option) before anything starts."""
+    if not wanted:
+        if optfile is not None or server is not None or client is not None:
+            raise LocalProtocolError("TLS options are given but proto_dist is not inet_tls or "
+                                 "inet6_tls")
+        return None
+    if optfile is not None:
+        if server is not None or client is not None:
+            raise LocalProtocolError("give ssl_dist_optfile or the two contexts, not both")
+        options = tls.load_optfile(optfile)
+        return TlsSettings(tls.server_context(options), tls.client_context(options), options)
+    if server is None or client is None:
+        raise LocalProtocolError("inet_tls needs ssl_dist_optfile, or both ssl_server_context "
+                             "and ssl_client_context")
+    return TlsSettings(server, client)
 
 
 def read_default_cookie() -> str:

@@ -18,11 +18,13 @@ from pyerl_node.node import Node as AsyncNode
 from pyerl_node.proto.flags import DistFlag
 from pyerl_node.proto.names import NodeName
 from pyerl_node.proto.terms import Atom, Pid, Reference, Term
+from pyerl_node.pubsub import BlockingPubSub, Dispatcher
 from pyerl_node.runtime.flush import Flush
 from pyerl_node.runtime.interface import Destination, NodeKind
 from pyerl_node.runtime.mailbox import Mailbox as AsyncMailbox
 from pyerl_node.runtime.mailbox import Matcher
 from pyerl_node.runtime.process import NORMAL, Process, ProcessBody
+from pyerl_node.services.pg import DEFAULT_SCOPE
 
 T = TypeVar("T")
 
@@ -240,9 +242,12 @@ class Node:
 
     # -- rpc -------------------------------------------------------------------------------------
 
-    def expose(self, name: Atom | str, obj: object, *, threaded: bool = True) -> None:
-        """Publish ``obj``'s callables as Erlang module ``name``."""
-        self._call(self.node.expose, name, obj, threaded=threaded)
+    def expose(self, name: Atom | str, obj: object, *, threaded: bool = True,
+               replace_builtin: bool = False) -> None:
+        """Publish ``obj``'s callables as Erlang module ``name`` (a built-in module's name
+        only with ``replace_builtin=True``)."""
+        self._call(self.node.expose, name, obj, threaded=threaded,
+                   replace_builtin=replace_builtin)
 
     def erpc(self, node: Atom | str, module: Atom | str, function: Atom | str,
              args: list[Term], *, timeout: float | None = 5.0) -> Term:
@@ -328,3 +333,57 @@ class Node:
 
         result: T | Atom = self._run(self.node.global_trans(lock_id, in_thread, nodes, retries))
         return result
+
+    # -- pg ------------------------------------------------------------------------------------
+
+    def pg_start_scope(self, scope: Atom | str) -> None:
+        """``pg:start/1``."""
+        self._call(self.node.pg_start_scope, scope)
+
+    def pg_join(self, group: Term, pid_or_pids: Pid | list[Pid], *,
+                scope: Atom | str = DEFAULT_SCOPE) -> None:
+        """``pg:join/3``."""
+        self._run(self.node.pg_join(group, pid_or_pids, scope=scope))
+
+    def pg_leave(self, group: Term, pid_or_pids: Pid | list[Pid], *,
+                 scope: Atom | str = DEFAULT_SCOPE) -> bool:
+        """``pg:leave/3``: False for ``not_joined``."""
+        return self._run(self.node.pg_leave(group, pid_or_pids, scope=scope))
+
+    def pg_get_members(self, group: Term, *,
+                       scope: Atom | str = DEFAULT_SCOPE) -> list[Pid]:
+        """``pg:get_members/2``."""
+        return self._call(self.node.pg_get_members, group, scope=scope)
+
+    def pg_get_local_members(self, group: Term, *,
+                             scope: Atom | str = DEFAULT_SCOPE) -> list[Pid]:
+        """``pg:get_local_members/2``."""
+        return self._call(self.node.pg_get_local_members, group, scope=scope)
+
+    def pg_which_groups(self, *, scope: Atom | str = DEFAULT_SCOPE) -> list[Term]:
+        """``pg:which_groups/1``."""
+        return self._call(self.node.pg_which_groups, scope=scope)
+
+    def pg_monitor(self, group: Term, watcher: Pid, *,
+                   scope: Atom | str = DEFAULT_SCOPE) -> tuple[Reference, list[Pid]]:
+        """``pg:monitor/2`` for ``watcher``."""
+        return self._run(self.node.pg_monitor(group, watcher, scope=scope))
+
+    def pg_monitor_scope(self, watcher: Pid, *, scope: Atom | str = DEFAULT_SCOPE
+                         ) -> tuple[Reference, dict[Any, list[Pid]]]:
+        """``pg:monitor_scope/1`` for ``watcher``."""
+        return self._run(self.node.pg_monitor_scope(watcher, scope=scope))
+
+    def pg_demonitor(self, ref: Reference, *, scope: Atom | str = DEFAULT_SCOPE) -> bool:
+        """``pg:demonitor/2``."""
+        return self._run(self.node.pg_demonitor(ref, scope=scope))
+
+    # -- Phoenix.PubSub ------------------------------------------------------------------------
+
+    def pubsub(self, name: Atom | str, *, pool_size: int = 1,
+               broadcast_pool_size: int | None = None,
+               dispatchers: dict[Atom, Dispatcher] | None = None) -> BlockingPubSub:
+        """Join the Phoenix.PubSub ``name``: a :class:`BlockingPubSub` (same verbs, blocking)."""
+        ps = self._call(self.node.pubsub, name, pool_size=pool_size,
+                        broadcast_pool_size=broadcast_pool_size, dispatchers=dispatchers)
+        return BlockingPubSub(ps, self._run)
