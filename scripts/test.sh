@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-bash scripts/setup-venv.sh test,dev
+bash scripts/setup-venv.sh test,dev,docs
 
 missing=()
 command -v erl >/dev/null 2>&1 || missing+=(erlang-nox)
