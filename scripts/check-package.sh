@@ -20,5 +20,16 @@ python3 -m venv "$work/venv"
 (cd "$work" && "$work/venv/bin/python" -m pip install -q --disable-pip-version-check "$wheel")
 (cd "$work" && "$work/venv/bin/pyerl-node" --version)
 (cd "$work" && "$work/venv/bin/python" -m epmd --help >/dev/null)
-(cd "$work" && "$work/venv/bin/python" -c 'import pyerl_node, epmd; print("imports ok", pyerl_node.__version__)')
+# every module of the wheel imports, alone, outside the repository
+(cd "$work" && "$work/venv/bin/python" - <<'PY'
+import importlib, pkgutil
+import epmd, pyerl_node
+names = [m.name for pkg in (pyerl_node, epmd)
+         for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")
+         if not m.name.endswith(".__main__")]
+for name in names:
+    importlib.import_module(name)
+print(f"imports ok: {len(names)} modules, version {pyerl_node.__version__}")
+PY
+)
 echo "package ok: $(basename "$sdist") $(basename "$wheel")"
