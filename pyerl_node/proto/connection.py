@@ -223,6 +223,22 @@ class Connection:
         """Bytes held for fragmented messages not yet complete."""
         return self._assembler.pending_bytes
 
+    @property
+    def incomplete_packet_size(self) -> int:
+        """The announced size of the packet whose start is buffered (0 if none): what the
+        read that completes it will have to decode."""
+        return self._needed if self._pending else 0
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Received bytes held for messages not yet complete (a packet's start, fragments)."""
+        return self._pending_size + self._assembler.pending_bytes
+
+    def peer_alive(self, now: float) -> None:
+        """Count the peer as heard from at ``now``: the runtime stopped reading its bytes (they
+        wait in the socket), which says nothing about the peer being silent."""
+        self._last_received = now
+
     def _check_open(self, action: str) -> None:
         if self.state is not ConnectionState.OPEN:
             raise LocalProtocolError(f"cannot {action}: the connection to {self.peer_node} failed")

@@ -55,6 +55,7 @@ from pyerl_node.runtime.tls import (
 )
 from pyerl_node.runtime.tls_layer import TlsError, TlsLayer, TlsSettings
 from pyerl_node.runtime.transport import ListenOptions
+from pyerl_node.runtime.workers import Workers
 
 log = logging.getLogger("pyerl_node.channel")
 
@@ -67,6 +68,17 @@ _BIG_WRITE = 64 * 1024
 # What a delivered message costs beyond its bytes on the wire (its Python objects), so that a
 # flood of tiny messages counts for what it weighs.
 _MESSAGE_OVERHEAD = 64
+#: Reading pauses while more than FLOW_HIGH bytes of a connection's messages wait in
+#: mailboxes, and resumes below FLOW_LOW.
+FLOW_HIGH = 64 * 1024 * 1024
+FLOW_LOW = 32 * 1024 * 1024
+#: A read that may complete this much (a big packet, or fragments) is decoded off the loop.
+#: (Above asyncio's largest read, 256 KiB: a read of small messages stays on the loop, and
+#: decoding 1 MiB of small terms takes the pure-Python codec about 100 ms.)
+OFFLOAD_AT = 1024 * 1024
+_FLOW = "flow"
+_DECODING = "decoding"
+_DECODERS = Workers(max_threads=2, name="pyerl-decode")
 # The first bytes of a TLS ClientHello record, where a plain node expects a send_name.
 _TLS_RECORD = b"\x16\x03"
 
@@ -140,6 +152,9 @@ class Channel(asyncio.Protocol):
         self.undelivered = 0
         #: the accounted size of the message being dispatched (read by inbound delivery)
         self.current_size = 0
+        self._pauses: set[str] = set()  # why reading is paused (flow, decoding), if it is
+        self._decoding = False
+        self._backlog: list[bytes] = []  # reads that came while a big one was decoded
 
     @property
     def where(self) -> str:
@@ -241,6 +256,13 @@ class Channel(asyncio.Protocol):
                 return
             self._handshake_data(data)
             return
+        if self._decoding:  # a big packet is being decoded: later bytes wait, in order
+            self._backlog.append(data)
+            return
+        if len(data) + conn.incomplete_packet_size + conn.pending_fragment_bytes >= OFFLOAD_AT:
+            self._decode_off_loop(conn, data)
+            return
+        held = conn.buffered_bytes
         try:
             events = conn.receive_data(data, self._loop.time())
         except FrameError as exc:
@@ -250,10 +272,44 @@ class Channel(asyncio.Protocol):
         except RemoteProtocolError as exc:
             self._fail(exc)
             return
-        self._dispatch(events, len(data))
+        self._dispatch(events, len(data) + held - conn.buffered_bytes)
         # Answers produced while dispatching (rpc replies, noproc DOWNs...) leave now,
         # one write for the whole chunk, without waiting for another loop iteration.
         self.flush()
+
+    def _decode_off_loop(self, conn: Connection, data: bytes) -> None:
+        """Decode a read that may complete a big message in a worker thread, so that the
+        loop (ticks, other connections, processes) runs on meanwhile; reading from this
+        connection pauses until it is done, which keeps its messages in order."""
+        self._decoding = True
+        self._pause(_DECODING)
+        held = conn.buffered_bytes
+
+        def decode() -> tuple[list[ControlMessage], int]:
+            events = conn.receive_data(data, self._loop.time())
+            return events, len(data) + held - conn.buffered_bytes
+
+        _DECODERS.submit(decode, (), self._decoded)
+
+    def _decoded(self, ok: bool, outcome: Any) -> None:
+        self._decoding = False
+        self._resume(_DECODING)
+        if self._closed:
+            return
+        if not ok:
+            if isinstance(outcome, FrameError):
+                self._dispatch(outcome.events, 0)
+            self._fail(outcome)
+            return
+        events, size = outcome
+        self._dispatch(events, size)
+        self.flush()
+        backlog, self._backlog = self._backlog, []
+        for index, data in enumerate(backlog):
+            self._received(data)
+            if self._decoding:  # that read went off the loop too: the rest waits again
+                self._backlog[:0] = backlog[index + 1:]
+                return
 
     def _dispatch(self, events: Sequence[ControlMessage], size: int) -> None:
         if not events:
@@ -269,15 +325,33 @@ class Channel(asyncio.Protocol):
                 log.exception("handling %s from %s failed", safe_repr(event),
                               self.peer.name)
 
-    # -- FlowSource ------------------------------------------------------------------------------
+    # -- FlowSource: how many of our bytes wait in mailboxes --------------------------------------
 
     def queued(self, size: int) -> None:
-        """``size`` bytes of ours now wait in a mailbox."""
+        """``size`` bytes of ours now wait in a mailbox; past the high-water mark reading
+        pauses (the sending BEAM node sees busy_dist_port, as with a slow BEAM)."""
         self.undelivered += size
+        if self.undelivered > FLOW_HIGH and _FLOW not in self._pauses:
+            log.info("connection to %s: %.0f MB wait in mailboxes, reading pauses",
+                     self.peer.name, self.undelivered / 2**20)
+            self._pause(_FLOW)
 
     def delivered(self, size: int) -> None:
-        """``size`` bytes of ours left a mailbox."""
+        """``size`` bytes of ours left a mailbox; below the low-water mark reading resumes."""
         self.undelivered -= size
+        if self.undelivered < FLOW_LOW and _FLOW in self._pauses:
+            log.info("connection to %s: reading resumes", self.peer.name)
+            self._resume(_FLOW)
+
+    def _pause(self, why: str) -> None:
+        if not self._pauses and self._transport is not None and not self._closed:
+            self._transport.pause_reading()
+        self._pauses.add(why)
+
+    def _resume(self, why: str) -> None:
+        self._pauses.discard(why)
+        if not self._pauses and self._transport is not None and not self._closed:
+            self._transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._closed and exc is not None:
@@ -468,6 +542,8 @@ class Channel(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         assert self._conn is not None
+        if self._pauses:  # we stopped reading the peer: its silence is ours
+            self._conn.peer_alive(self._loop.time())
         try:
             self._conn.handle_timer(self._loop.time())
         except RemoteProtocolError as exc:
