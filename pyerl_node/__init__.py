@@ -39,6 +39,9 @@ from pyerl_node.proto.terms import (
     Pid,
     Port,
     Reference,
+    atom_count,
+    atom_limit,
+    set_atom_limit,
 )
 from pyerl_node.runtime.flush import Flush
 from pyerl_node.runtime.process import Process
@@ -83,5 +86,8 @@ __all__ = [
     "RemoteProtocolError",
     "RpcError",
     "__version__",
+    "atom_count",
+    "atom_limit",
+    "set_atom_limit",
     "start_server",
 ]

@@ -23,7 +23,7 @@ from pyerl_node.node import PROTO_DISTS, Node, own_node_name
 from pyerl_node.proto.errors import ErlNodeError, RpcError
 from pyerl_node.proto.names import make_node_name
 from pyerl_node.proto.term_syntax import TermSyntaxError, format_term, parse
-from pyerl_node.proto.terms import Atom, Term
+from pyerl_node.proto.terms import Atom, Term, set_atom_limit
 from pyerl_node.runtime import epmd_client
 
 log = logging.getLogger("pyerl_node.cli")
@@ -95,6 +95,10 @@ def _expose_all(node: Node, specs: list[str]) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    if args.atom_limit is not None:
+        if args.atom_limit < 1:
+            raise SystemExit("pyerl-node: --atom-limit must be a positive count")
+        set_atom_limit(args.atom_limit)
     node = _make_node(args, _node_name(args, "py", long=False))
     _expose_all(node, args.expose)
     await node.start()
@@ -187,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a node until SIGINT/SIGTERM")
     _add_node_options(run, required=False)
+    run.add_argument("--atom-limit", type=int, metavar="N",
+                     help="most atoms alive at once (erl's +t; default 1048576)")
     run.add_argument(
         "--expose", action="append", default=[], metavar="MODULE[=ALIAS]",
         help="publish a Python module for rpc (repeatable)",

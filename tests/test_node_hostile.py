@@ -12,6 +12,7 @@ import pytest
 from pyerl_node.node import Node
 from pyerl_node.proto import control as c
 from pyerl_node.proto.connection import Connection
+from pyerl_node.proto.etf import encode
 from pyerl_node.proto.flags import DistFlag, default_flags
 from pyerl_node.proto.handshake import HandshakeComplete, InitiatorHandshake
 from pyerl_node.proto.terms import Atom, Pid
@@ -127,3 +128,35 @@ async def test_oversized_length_closes_only_that_connection(pair: tuple[Node, No
     writer.close()
     await writer.wait_closed()
     assert await b.ping(a.node_atom)  # ...and on nobody else
+
+
+async def test_atoms_beyond_the_limit_end_only_that_connection(
+        pair: tuple[Node, Node], caplog: pytest.LogCaptureFixture) -> None:
+    from pyerl_node import atom_count, set_atom_limit
+
+    a, b = pair
+    assert await b.ping(a.node_atom)
+    box = a.mailbox(name="atoms")
+    # pass-through framing (112, control, payload): the payload is written by hand, so its
+    # atoms exist nowhere in this process before the node decodes them
+    plain = default_flags() & ~(DistFlag.DIST_HDR_ATOM_CACHE | DistFlag.FRAGMENTS)
+    reader, writer, done = await _raw_peer(a, flags=plain)
+    me = Pid(Atom(str(done.peer_name)), 1, 0, 7)
+    names = [f"never_seen_{secrets.token_hex(8)}_{i}".encode() for i in range(500)]
+    payload = bytes((131, 108)) + struct.pack(">I", len(names)) + b"".join(
+        bytes((119, len(n))) + n for n in names) + bytes((106,))
+    body = bytes((112,)) + encode((6, me, Atom(""), Atom("atoms"))) + payload
+    old = set_atom_limit(atom_count() + 100)
+    try:
+        with caplog.at_level(logging.INFO, "pyerl_node"):
+            writer.write(struct.pack(">I", len(body)) + body)
+            await writer.drain()
+            await _until_closed(reader)  # the node hung up on the peer that filled the table
+            await asyncio.sleep(0.1)
+        assert len(box.mailbox) == 0
+        assert "atom table full" in caplog.text
+    finally:
+        set_atom_limit(old)
+        writer.close()
+        await writer.wait_closed()
+    assert await b.ping(a.node_atom)  # everyone else carries on
