@@ -6,6 +6,7 @@ the prompt's echo and answers come out.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pty
 import re
@@ -136,3 +137,26 @@ def test_shell_pings_sends_and_receives(beam_node: BeamNodeFactory, epmd: Epmd, 
             term.proc.kill()
             term.proc.wait(timeout=10)
     assert (tmp_path / ".pyerl_node_history").is_file()
+
+
+async def test_info_reports_a_python_node_through_the_same_surface(
+        epmd: Epmd, cookie: str, tmp_path: Path) -> None:
+    from pyerl_node.node import Node
+
+    async with Node(f"{unique_name('py')}@{LOCALHOST}", cookie, epmd_port=epmd.port,
+                    start_epmd=False) as py:
+        py.mailbox(name="some_service")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pyerl_node", "info", py.node_atom.name, "--cookie", cookie,
+            env=_env(epmd, tmp_path), stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    fields = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1)
+                  for line in out.decode().splitlines())
+    assert fields["Node"] == py.node_atom.name
+    assert fields["OTP release"].startswith("25 (erts ")  # what the node answers as
+    assert "pyerl_node" in fields["System"]
+    assert int(fields["Processes"]) >= 5
+    assert "some_service" in fields["Registered"] and "net_kernel" in fields["Registered"]
+    assert fields["Memory"].startswith("total ")
