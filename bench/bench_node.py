@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import math
 import os
@@ -42,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -462,16 +463,23 @@ def compile_module(directory: Path) -> None:
     raise SystemExit("cannot compile the benchmark module:\n" + "\n".join(errors))
 
 
-async def bench_release(release: str, epmd_port: int, cookie: str, sizes: Sizes,
-                        module_dir: Path) -> list[Row]:
-    """All measurements against one OTP release; every node started here is stopped here."""
+@contextlib.asynccontextmanager
+async def bench_nodes(release: str, epmd_port: int, cookie: str, module_dir: Path,
+                      optfile: Path | None = None) -> AsyncIterator[tuple[Node, BeamNode,
+                                                                          BeamNode]]:
+    """The Python node and BEAM nodes ``a`` and ``b``, the module loaded on both; over TLS
+    distribution (``-proto_dist inet_tls``) configured by ``optfile`` when one is given.
+    Every node started here is stopped here."""
     beams: list[BeamNode] = []
-    py = Node(f"{unique_name('py')}@{LOCALHOST}", cookie, epmd_port=epmd_port, start_epmd=False)
+    tls_args = () if optfile is None else ("-proto_dist", "inet_tls",
+                                           "-ssl_dist_optfile", str(optfile))
+    py = Node(f"{unique_name('py')}@{LOCALHOST}", cookie, epmd_port=epmd_port, start_epmd=False,
+              proto_dist="inet_tcp" if optfile is None else "inet_tls", ssl_dist_optfile=optfile)
     try:
         for role in ("a", "b"):
             beams.append(await asyncio.to_thread(
                 BeamNode.start, release, f"{unique_name(role)}@{LOCALHOST}",
-                cookie=cookie, epmd_port=epmd_port))
+                cookie=cookie, epmd_port=epmd_port, extra_args=tls_args))
         beam_file = erl_string(str(module_dir / "pyerl_bench.beam"))
         for beam in beams:
             await beam.eval_async(
@@ -479,16 +487,23 @@ async def bench_release(release: str, epmd_port: int, cookie: str, sizes: Sizes,
                 f"{{module, pyerl_bench}} = code:load_binary(pyerl_bench, {beam_file}, Bin), ok",
                 TIMEOUT)
         await py.start()
-        bench = Bench(release, py, beams[0], beams[1], sizes)
+        yield py, beams[0], beams[1]
+    finally:
+        await py.stop()
+        for beam in beams:
+            beam.stop()
+
+
+async def bench_release(release: str, epmd_port: int, cookie: str, sizes: Sizes,
+                        module_dir: Path) -> list[Row]:
+    """All measurements against one OTP release."""
+    async with bench_nodes(release, epmd_port, cookie, module_dir) as (py, a, b):
+        bench = Bench(release, py, a, b, sizes)
         await bench.connect()
         await bench.connect_all()
         await bench.throughput()
         await bench.calls()
         return bench.rows
-    finally:
-        await py.stop()
-        for beam in beams:
-            beam.stop()
 
 
 def format_value(value: float) -> str:

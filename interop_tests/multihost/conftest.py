@@ -66,19 +66,21 @@ class Cluster:
                         names, inet6)
 
     def beam(self, host: str, release: str, alive: str, *, elixir: bool = False,
-             names: NameKind = NameKind.SHORT, inet6: bool = False) -> BeamNode:
+             names: NameKind = NameKind.SHORT, inet6: bool = False,
+             extra_args: tuple[str, ...] = ()) -> BeamNode:
         require_release(release)
         if elixir and find_elixir() is None:
             pytest.skip("elixir is not installed")
         node = start_beam(self.lab, self.spec(host, alive, names=names, inet6=inet6),
-                          release, elixir=elixir)
+                          release, elixir=elixir, extra_args=extra_args)
         self._nodes.append(node)
         return node
 
     def agent(self, host: str, alive: str = "py", *, names: NameKind = NameKind.SHORT,
-              inet6: bool = False, listen_host: str | None = None) -> PyAgent:
+              inet6: bool = False, listen_host: str | None = None,
+              extra_args: tuple[str, ...] = ()) -> PyAgent:
         node = PyAgent(self.lab, self.spec(host, alive, names=names, inet6=inet6),
-                       listen_host=listen_host)
+                       listen_host=listen_host, extra_args=extra_args)
         self._nodes.append(node)
         return node
 

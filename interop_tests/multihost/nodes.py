@@ -74,12 +74,15 @@ class NodeSpec:
 
 
 def start_beam(lab: Lab, spec: NodeSpec, release: str, *, elixir: bool = False,
-               timeout: float = 40.0) -> BeamNode:
-    """A BEAM node on ``spec.host`` answering evals (raises BeamStartError with its output)."""
+               extra_args: Sequence[str] = (), timeout: float = 40.0) -> BeamNode:
+    """A BEAM node on ``spec.host`` answering evals (raises BeamStartError with its output);
+    ``extra_args`` are emulator flags such as ``-proto_dist inet_tls`` (no whitespace inside
+    one, for elixir's ``--erl``)."""
     name = spec.full_name(lab)
     emu = ["-start_epmd", "false", "-kernel", "net_ticktime", str(spec.ticktime)]
     if spec.inet6:
         emu += ["-proto_dist", "inet6_tcp"]
+    emu += extra_args
     flag = "sname" if spec.names is NameKind.SHORT else "name"
     # -sname takes the bare alive part, as a user types it: erl adds the host name
     arg = spec.alive if spec.names is NameKind.SHORT else name
@@ -204,11 +207,11 @@ class PyAgent(_PyProcess):
     stops_on_eof = True
 
     def __init__(self, lab: Lab, spec: NodeSpec, *, listen_host: str | None = None,
-                 timeout: float = 20.0) -> None:
+                 extra_args: Sequence[str] = (), timeout: float = 20.0) -> None:
         name = spec.full_name(lab)
         flag = ["--sname", spec.alive] if spec.names is NameKind.SHORT else ["--name", name]
         argv = [sys.executable, "-m", "interop_tests.multihost.py_agent", *flag,
-                "--cookie", spec.cookie, "--net-ticktime", str(spec.ticktime)]
+                "--cookie", spec.cookie, "--net-ticktime", str(spec.ticktime), *extra_args]
         if listen_host is not None:
             argv += ["--listen-host", listen_host]
         if spec.inet6:

@@ -1,8 +1,10 @@
 """A Python node driven over stdin/stdout: the Python side of the multi-host scenarios.
 
 ``python -m interop_tests.multihost.py_agent --sname py --cookie C [--net-ticktime 4]
-[--inet6] [--listen-host H]`` starts a :class:`pyerl_node.node.Node` (global on, never
-starting an EPMD: the lab runs one per host) and prints ``{"event": "ready", "node": ...}``.
+[--inet6 | --proto-dist P] [--ssl-dist-optfile F] [--listen-host H]`` starts a
+:class:`pyerl_node.node.Node` (global on, never starting an EPMD: the lab runs one per host;
+``--inet6`` is short for ``--proto-dist inet6_tcp``; ``inet_tls`` takes the
+``-ssl_dist_optfile`` file) and prints ``{"event": "ready", "node": ...}``.
 
 Requests are JSON lines ``{"id": N, "op": OP, ...}``; each runs in its own task and is answered
 ``{"id": N, "ok": VALUE}`` or ``{"id": N, "error": TEXT}``. Events the node sees are printed
@@ -28,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pyerl_node.node import Node
+from pyerl_node.node import PROTO_DISTS, Node
 from pyerl_node.proto.term_syntax import format_term
 from pyerl_node.proto.terms import Atom, Pid, Term
 from pyerl_node.runtime.process import Process
@@ -152,7 +154,8 @@ async def answer(agent: Agent, request: dict[str, Json]) -> None:
 async def main(args: argparse.Namespace) -> None:
     node = Node(args.sname or args.name, args.cookie, net_ticktime=args.net_ticktime,
                 listen_host=args.listen_host, start_epmd=False,
-                proto_dist="inet6_tcp" if args.inet6 else "inet_tcp")
+                proto_dist="inet6_tcp" if args.inet6 else args.proto_dist,
+                ssl_dist_optfile=args.ssl_dist_optfile)
     await node.start()
     agent = Agent(node)
     stop = asyncio.Event()
@@ -176,7 +179,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cookie", required=True)
     parser.add_argument("--net-ticktime", type=float, default=60.0)
     parser.add_argument("--listen-host", default=None)
-    parser.add_argument("--inet6", action="store_true")
+    dist = parser.add_mutually_exclusive_group()
+    dist.add_argument("--inet6", action="store_true")
+    dist.add_argument("--proto-dist", choices=PROTO_DISTS, default="inet_tcp")
+    parser.add_argument("--ssl-dist-optfile", default=None)
     return parser.parse_args(argv)
 
 
