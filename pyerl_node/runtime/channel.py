@@ -194,8 +194,12 @@ class Channel(asyncio.Protocol):
         if settings is None:
             self._start_handshake()
             return
-        hostname = (client_server_hostname(settings.options, parse_node_name(self.peer.name).host)
-                    if self.initiator and settings.options is not None else None)
+        hostname = None
+        if self.initiator:
+            host = parse_node_name(self.peer.name).host
+            # an optfile's server_name_indication rule; a ready context checks the host itself
+            hostname = (client_server_hostname(settings.options, host)
+                        if settings.options is not None else host)
         self._tls = TlsLayer(settings.client if self.initiator else settings.server,
                              server_side=not self.initiator, server_hostname=hostname)
         try:
@@ -217,6 +221,9 @@ class Channel(asyncio.Protocol):
         try:
             plain, out = tls.receive(data)
         except TlsError as exc:
+            alert = tls.pending_output()  # the peer learns why, as from OTP's ssl
+            if alert and self._transport is not None:
+                self._transport.write(alert)
             self._fail(exc)
             return
         if out and self._transport is not None:
@@ -362,9 +369,12 @@ class Channel(asyncio.Protocol):
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
         if not self.handshake_done.done():
+            cause = ("with TLS, the peer may have refused our certificate; otherwise a cookie "
+                     "mismatch is the usual cause" if self._tls is not None
+                     else "a cookie mismatch is the usual cause")
             self.handshake_done.set_exception(ConnectionLost(
                 f"{self.peer.name or 'the peer'} ({self.where}) closed the connection during "
-                "the handshake (a cookie mismatch is the usual cause)"))
+                f"the handshake ({cause})"))
             self.handshake_done.exception()
             return
         self.node.channel_down(self)

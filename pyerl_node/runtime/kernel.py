@@ -676,7 +676,9 @@ class Kernel:
             raise
         except Exception as exc:
             if not pending.done():
-                err = exc if isinstance(exc, NodeDown) else NodeDown(f"{node.name}: {exc}")
+                why = str(exc) or (f"no connection within {self.connect_timeout:g} s"
+                                   if isinstance(exc, TimeoutError) else type(exc).__name__)
+                err = exc if isinstance(exc, NodeDown) else NodeDown(f"{node.name}: {why}")
                 err.__cause__ = exc
                 pending.set_exception(err)
                 pending.exception()  # mark retrieved: nobody may be waiting any more

@@ -84,6 +84,10 @@ class TlsLayer:
             raise TlsError(f"TLS failed: {exc.reason or exc}") from exc
         return b"".join(chunks), self._outgoing.read()
 
+    def pending_output(self) -> bytes:
+        """Ciphertext still to send: after a failure, the alert that tells the peer why."""
+        return self._outgoing.read()
+
     def send(self, plaintext: bytes | bytearray | memoryview) -> bytes:
         """Encrypt ``plaintext``; the ciphertext to write."""
         try:
