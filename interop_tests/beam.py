@@ -158,6 +158,11 @@ def free_port() -> int:
         return port
 
 
+def bootstrap_args(*, elixir: bool) -> list[str]:
+    """The end of a node's command line that starts the eval driver (see the module doc)."""
+    return ["--no-halt", "-e", _ELIXIR_BOOTSTRAP] if elixir else ["-eval", _ERL_BOOTSTRAP]
+
+
 def short_hostname() -> str:
     """This machine's short host name, as ``erl -sname`` takes it."""
     return socket.gethostname().split(".", 1)[0]
@@ -171,10 +176,10 @@ def unique_name(prefix: str) -> str:
 _T = TypeVar("_T")
 
 # Everything started here and not yet reaped, so an interpreter exit still cleans up.
-_live: set[_OsProcess] = set()
+_live: set[OsProcess] = set()
 
 
-class _OsProcess:
+class OsProcess:
     """A child in its own session; signals go to its process group while the leader lives."""
 
     def __init__(self, args: Sequence[str], env: dict[str, str], *, pipes: bool) -> None:
@@ -229,7 +234,7 @@ def _stop_leftovers() -> None:
 class Epmd:
     """The real ``epmd`` daemon, on its own port, bound to 127.0.0.1, stopped by pid."""
 
-    def __init__(self, process: _OsProcess, port: int, release: str) -> None:
+    def __init__(self, process: OsProcess, port: int, release: str) -> None:
         self._process = process
         self.port = port
         self.release = release
@@ -247,7 +252,7 @@ class Epmd:
             args = [str(binary), "-port", str(chosen), "-address", LOCALHOST]
             if relaxed:
                 args.append("-relaxed_command_check")
-            process = _OsProcess(args, _clean_env(), pipes=False)
+            process = OsProcess(args, clean_env(), pipes=False)
             if _wait_epmd(process, chosen, timeout):
                 return cls(process, chosen, release)
             process.terminate()
@@ -261,7 +266,7 @@ class Epmd:
         self._process.terminate()
 
 
-def _wait_epmd(process: _OsProcess, port: int, timeout: float) -> bool:
+def _wait_epmd(process: OsProcess, port: int, timeout: float) -> bool:
     """True once epmd answers a NAMES request on ``port``; False if it exits or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.alive():
@@ -277,7 +282,7 @@ def _wait_epmd(process: _OsProcess, port: int, timeout: float) -> bool:
     return False
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     # Flags in the caller's environment would silently change every node we start.
     env = {k: v for k, v in os.environ.items()
            if k not in ("ERL_AFLAGS", "ERL_FLAGS", "ERL_ZFLAGS", "ELIXIR_ERL_OPTIONS")}
@@ -288,7 +293,7 @@ def _clean_env() -> dict[str, str]:
 class BeamNode:
     """A running ``erl`` (or ``elixir``) node that evaluates code sent by the test."""
 
-    def __init__(self, process: _OsProcess, name: str, release: str, elixir: bool) -> None:
+    def __init__(self, process: OsProcess, name: str, release: str, elixir: bool) -> None:
         self._process = process
         self.name = name
         self.release = release
@@ -323,18 +328,25 @@ class BeamNode:
             if any(not a or a.split() != [a] for a in kernel):
                 raise ValueError("elixir nodes take extra_args without whitespace")
             args = [str(find_elixir()), "--sname" if short else "--name", name, "--cookie", cookie,
-                    "--erl", " ".join(kernel), "--no-halt", "-e", _ELIXIR_BOOTSTRAP]
+                    "--erl", " ".join(kernel), *bootstrap_args(elixir=True)]
         else:
             erl = find_erl(release)
             if erl is None:
                 raise BeamStartError(f"OTP {release} is not installed")
             args = [str(erl), "-sname" if short else "-name", name, "-setcookie", cookie,
-                    "-noshell", *kernel,
-                    "-eval", _ERL_BOOTSTRAP]
+                    "-noshell", *kernel, *bootstrap_args(elixir=False)]
+        return cls.launch(args, name=name, release=release, elixir=elixir, timeout=timeout,
+                          env={"ERL_EPMD_PORT": str(epmd_port)})
+
+    @classmethod
+    def launch(cls, args: Sequence[str], *, name: str, release: str, elixir: bool,
+               timeout: float = 30.0, env: dict[str, str] | None = None) -> BeamNode:
+        """Run ``args`` (a node's command line ending in :func:`bootstrap_args`, possibly
+        wrapped, e.g. to run in a network namespace) and wait until the node answers."""
         # No erl_crash.dump files in the working tree when a node fails to boot.
-        env = _clean_env() | {"ERL_EPMD_PORT": str(epmd_port), "ERL_CRASH_DUMP_SECONDS": "0",
-                              _DRIVER_ENV: _DRIVER}
-        node = cls(_OsProcess(args, env, pipes=True), name, release, elixir)
+        full_env = clean_env() | {"ERL_CRASH_DUMP_SECONDS": "0", _DRIVER_ENV: _DRIVER,
+                                  **(env or {})}
+        node = cls(OsProcess(args, full_env, pipes=True), name, release, elixir)
         try:
             node._await_ready(timeout)
         except BaseException:

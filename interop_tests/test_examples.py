@@ -45,7 +45,7 @@ from typing import IO, Final
 
 import pytest
 
-from interop_tests.beam import LOCALHOST, Epmd, _clean_env, _OsProcess, short_hostname
+from interop_tests.beam import LOCALHOST, Epmd, OsProcess, clean_env, short_hostname
 from interop_tests.conftest import require_release
 from interop_tests.runtimes import find_elixir, find_erl
 
@@ -201,7 +201,7 @@ def expected_pattern(lines: tuple[str, ...] | list[str]) -> re.Pattern[str]:
 class Output:
     """What a child prints, gathered by a thread; waits are bounded."""
 
-    def __init__(self, proc: _OsProcess) -> None:
+    def __init__(self, proc: OsProcess) -> None:
         self.text = ""
         self._changed = threading.Condition()
         stream = proc.proc.stdout
@@ -237,7 +237,7 @@ class Output:
         self._thread.join(5)
 
 
-def close_stdin(proc: _OsProcess) -> None:
+def close_stdin(proc: OsProcess) -> None:
     """End a child's input (both shells halt on it)."""
     stdin = proc.proc.stdin
     if stdin is not None:
@@ -252,7 +252,7 @@ class Shell:
         args = shlex.split(command)
         args[0] = str(program(kind))
         self.kind = kind
-        self.proc = _OsProcess(args, env, pipes=True)
+        self.proc = OsProcess(args, env, pipes=True)
         self.out = Output(self.proc)
         self.at = self.out.wait_for(PROMPT[kind], 0, STEP_TIMEOUT, f"{kind} prompt").end()
 
@@ -285,7 +285,7 @@ class Script:
         self.runs_until_stopped = runs_until_stopped
         _python, script, *args = shlex.split(command)
         path = Path(script) if Path(script).is_absolute() else REPO / script
-        self.proc = _OsProcess([sys.executable, "-u", str(path), *args], env, pipes=True)
+        self.proc = OsProcess([sys.executable, "-u", str(path), *args], env, pipes=True)
         self.out = Output(self.proc)
         self.at = 0
 
@@ -329,7 +329,7 @@ def program(kind: str) -> Path:
 
 def environment(epmd: Epmd, home: Path) -> dict[str, str]:
     """The environment of every program a walkthrough starts: the test's EPMD and home."""
-    env = {k: v for k, v in _clean_env().items() if k not in ("PYERL_NAME", "PYERL_COOKIE")}
+    env = {k: v for k, v in clean_env().items() if k not in ("PYERL_NAME", "PYERL_COOKIE")}
     return env | {"ERL_EPMD_PORT": str(epmd.port), "HOME": str(home), "ERL_AFLAGS": ISOLATION}
 
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
 
-from interop_tests.beam import BeamStartError, _OsProcess
+from interop_tests.beam import BeamStartError, OsProcess
 from interop_tests.runtimes import epmd_binary
 
 DOMAIN: Final = "multihost.test"
@@ -121,7 +121,7 @@ class Lab:
         self._namespaces: list[str] = []
         self._etc_dirs: list[Path] = []
         self._made_etc_root = False
-        self._epmds: dict[str, _OsProcess] = {}
+        self._epmds: dict[str, OsProcess] = {}
         self._destroyed = False
 
     @classmethod
@@ -243,7 +243,7 @@ class Lab:
         _ip("-n", host.netns, "addr", "add", f"{host.ipv6}/64", "dev", "eth0", "nodad")
         _ip("-n", host.netns, "link", "set", "eth0", "up")
 
-    def _start_epmd(self, host: Host, kind: EpmdKind) -> _OsProcess:
+    def _start_epmd(self, host: Host, kind: EpmdKind) -> OsProcess:
         if kind is EpmdKind.OTP:
             binary = epmd_binary("25") or epmd_binary("28")
             if binary is None:
@@ -254,7 +254,7 @@ class Lab:
                     "--address", "0.0.0.0,::"]
         env = {k: v for k, v in os.environ.items() if k != "ERL_EPMD_PORT"}
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-        proc = _OsProcess(self.command(host.name, argv), env, pipes=False)
+        proc = OsProcess(self.command(host.name, argv), env, pipes=False)
         deadline = time.monotonic() + _EPMD_WAIT
         while time.monotonic() < deadline and proc.alive():
             if _epmd_answers(host.netns):

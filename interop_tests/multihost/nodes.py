@@ -91,23 +91,15 @@ def start_beam(lab: Lab, spec: NodeSpec, release: str, *, elixir: bool = False,
         if release != "25" or exe is None:
             raise BeamStartError(f"no elixir for OTP {release} (only Debian's, on OTP 25)")
         argv = [str(exe), f"--{flag}", arg, "--cookie", spec.cookie, "--erl", " ".join(emu),
-                "--no-halt", "-e", beam._ELIXIR_BOOTSTRAP]
+                *beam.bootstrap_args(elixir=True)]
     else:
         erl = find_erl(release)
         if erl is None:
             raise BeamStartError(f"OTP {release} is not installed")
         argv = [str(erl), f"-{flag}", arg, "-setcookie", spec.cookie, "-noshell", *emu,
-                "-eval", beam._ERL_BOOTSTRAP]
-    env = beam._clean_env() | {"ERL_CRASH_DUMP_SECONDS": "0", beam._DRIVER_ENV: beam._DRIVER}
-    # The launch half of BeamNode.start, with our own command line (see the README)
-    node = BeamNode(beam._OsProcess(lab.command(spec.host, argv), env, pipes=True), name,
-                    release, elixir)
-    try:
-        node._await_ready(timeout)
-    except BaseException:
-        node.stop()
-        raise
-    return node
+                *beam.bootstrap_args(elixir=False)]
+    return BeamNode.launch(lab.command(spec.host, argv), name=name, release=release,
+                           elixir=elixir, timeout=timeout)
 
 
 class _PyProcess:
@@ -122,7 +114,7 @@ class _PyProcess:
         self._output: collections.deque[str] = collections.deque(maxlen=_OUTPUT_LINES)
         self._lock = threading.Lock()
         self._exited = threading.Event()  # its output closed: it is gone or going
-        self._process = beam._OsProcess(lab.command(host, argv), env, pipes=True)
+        self._process = beam.OsProcess(lab.command(host, argv), env, pipes=True)
         self._reader = threading.Thread(target=self._read, name=f"py-reader-{name}",
                                         daemon=True)
         self._reader.start()
