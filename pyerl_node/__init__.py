@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from pyerl_node.gen import NOREPLY, GenServer, start_server
 from pyerl_node.node import Node
+from pyerl_node.proto import etf as _etf
 from pyerl_node.proto.errors import (
     AuthenticationError,
     CallTimeout,
@@ -51,6 +52,10 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
+#: True when the compiled codec core runs; False on the pure-Python path (installed without a
+#: C compiler, or ``PYERL_NODE_PURE=1``; :mod:`pyerl_node.proto.native`).
+compiled: bool = _etf.COMPILED
+
 __all__ = [
     "NOREPLY",
     "Atom",
@@ -88,6 +93,7 @@ __all__ = [
     "__version__",
     "atom_count",
     "atom_limit",
+    "compiled",
     "set_atom_limit",
     "start_server",
 ]

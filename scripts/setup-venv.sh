@@ -36,10 +36,12 @@ if ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/d
 fi
 
 # Reinstall only when the project's metadata changed (the install is editable) or when extras
-# are asked for that the last install did not have.
+# are asked for that the last install did not have. The build and the C source of the compiled
+# codec core count as metadata: the editable install compiles it in place (pure Python if it
+# cannot; PYERL_NODE_PURE=1 skips it).
 extras=${1:-}
 stamp=.venv/.pyerl-node-installed
-metadata=$(sha256sum pyproject.toml | cut -d' ' -f1)
+metadata=$(cat pyproject.toml setup.py pyerl_node/proto/_cetf.c | sha256sum | cut -d' ' -f1)
 read -r have_metadata have_extras < "$stamp" 2>/dev/null || true
 if [ "${have_metadata:-}" != "$metadata" ] || { [ -n "$extras" ] && [ "${have_extras:-}" != "$extras" ]; }; then
     target=.

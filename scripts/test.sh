@@ -34,6 +34,10 @@ if [ -f mkdocs.yml ]; then
     echo "== docs" && .venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)" \
         || failed+=(docs)
 fi
+if command -v cc >/dev/null 2>&1 && ! .venv/bin/python -c \
+        'import sys, pyerl_node; sys.exit(not pyerl_node.compiled)'; then
+    failed+=("the compiled codec core was not built although a C compiler is here")
+fi
 echo "== pytest"
 status=0
 PYTHONASYNCIODEBUG=1 .venv/bin/python -m pytest -p no:cacheprovider -ra --durations=10 \
@@ -43,6 +47,14 @@ case $status in
     5) failed+=("pytest (no tests were collected)") ;;
     *) failed+=("pytest (exit $status)") ;;
 esac
+
+# The run above used the compiled codec core where it is built; the whole suite runs again on
+# the pure-Python codec (PYERL_NODE_PURE=1 keeps the compiled core unloaded).
+echo "== pytest, pure-Python codec (the run above: compiled=$(.venv/bin/python -c \
+    'import pyerl_node; print(pyerl_node.compiled)'))"
+PYERL_NODE_PURE=1 PYTHONASYNCIODEBUG=1 .venv/bin/python -m pytest -p no:cacheprovider -q \
+    tests interop_tests "$@" \
+    || failed+=("pytest, pure-Python codec")
 
 if [ ${#failed[@]} -gt 0 ]; then
     printf 'test.sh: FAILED: %s\n' "${failed[*]}" >&2

@@ -54,11 +54,13 @@ import struct
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import chain
 from typing import Final
 
 from pyerl_node.proto.errors import AtomTableFull, DecodeError, EncodeError
 from pyerl_node.proto.limits import HASH_CHECKED_KEYS, MAX_COLLISION_COST, MAX_DEPTH, MAX_FRAME
+from pyerl_node.proto.native import load as load_native
 from pyerl_node.proto.safe_repr import safe_repr
 from pyerl_node.proto.terms import (
     Atom,
@@ -244,6 +246,16 @@ def decode_from(
 def _decode_compressed(
     buf: bytes, pos: int, cache: _AtomCache, max_depth: int, max_size: int
 ) -> tuple[Term, int]:
+    inner, end = _inflate(buf, pos, max_size)
+    term, inner_end = _decode(inner, 0, cache, max_depth)
+    if inner_end != len(inner):
+        raise DecodeError(f"{len(inner) - inner_end} trailing bytes inside the compressed term",
+                          offset=pos, tag=COMPRESSED)
+    return term, end
+
+
+def _inflate(buf: bytes, pos: int, max_size: int) -> tuple[bytes, int]:
+    """The inflated term of the compressed term at ``buf[pos]`` and the offset after it."""
     # 80, UncompressedSize:32, zlib stream of the term (tag first, no version byte).
     if pos + 5 > len(buf):
         raise DecodeError("truncated compressed term header", offset=pos, tag=COMPRESSED)
@@ -267,12 +279,7 @@ def _decode_compressed(
         )
     if size == 0:
         raise DecodeError("compressed term is empty", offset=pos, tag=COMPRESSED)
-    term, end = _decode(inner, 0, cache, max_depth)
-    if end != size:
-        raise DecodeError(
-            f"{size - end} trailing bytes inside the compressed term", offset=pos, tag=COMPRESSED
-        )
-    return term, len(buf) - len(inflater.unused_data)
+    return inner, len(buf) - len(inflater.unused_data)
 
 
 def _too_many(count: int, what: str, pos: int, tag: int) -> DecodeError:
@@ -846,8 +853,11 @@ def encode(term: Term, *, compressed: bool | int = False, max_depth: int = DEFAU
         data = b"".join(chunks)
     else:
         data = bytes(out)
-    if compressed is False:
-        return data
+    return data if compressed is False else _compress(data, compressed)
+
+
+def _compress(data: bytes, compressed: bool | int) -> bytes:
+    """``data`` (a whole external term) compressed as ``encode(compressed=...)`` asks."""
     level = 6 if compressed is True else compressed
     if type(level) is not int or not 0 <= level <= 9:
         raise EncodeError(f"compression level must be 0..9 or a bool, got {compressed!r}",
@@ -1104,3 +1114,58 @@ def _encode_fun_head(fun: Fun, out: bytearray) -> _FunEnd:
     for field in (fun.old_index, fun.old_uniq, fun.pid):
         _encode(field, out, 0, None)  # leaves
     return _FunEnd(start)
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled core
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """The four entry points of one implementation of the codec."""
+
+    decode: Callable[..., Term]
+    decode_from: Callable[..., tuple[Term, int]]
+    encode: Callable[..., bytes]
+    encode_into: Callable[..., None]
+
+
+#: The pure-Python codec, also while the compiled one is in use (tests compare the two).
+PURE: Final = Codec(decode, decode_from, encode, encode_into)
+
+
+def _compile() -> bool:
+    """Put the compiled core (``_cetf``) in place of the four entry points, if it is there.
+
+    The C functions take the same arguments and run the common case; on anything else (a
+    rare tag or type, any error, a bound reached) they call the Python function they stand
+    in for, so errors and defences are the Python ones (see ``_cetf.c``). They share this
+    module's caches and use its helpers for the rare parts.
+    """
+    native = load_native("_cetf")
+    if native is None:
+        return False
+    native.setup({
+        "atom": Atom, "pid": Pid, "reference": Reference, "improper_list": ImproperList,
+        "utf8_atoms": _UTF8_ATOMS, "node_atoms": _NODE_ATOMS, "pids": _PIDS,
+        "atom_bytes": _ATOM_BYTES, "pid_cache_max": _PID_CACHE_MAX,
+        "hash_checked_keys": HASH_CHECKED_KEYS, "max_depth": DEFAULT_MAX_DEPTH,
+        "max_decompressed_size": DEFAULT_MAX_DECOMPRESSED_SIZE, "big_binary": _BIG_BINARY,
+        "true": _SPECIAL_ATOMS[True], "false": _SPECIAL_ATOMS[False],
+        "nil": _SPECIAL_ATOMS[None], "true_bytes": _SPECIAL_BYTES[True],
+        "false_bytes": _SPECIAL_BYTES[False], "nil_bytes": _SPECIAL_BYTES[None],
+        "new_atom": _new_atom, "new_node_atom": _new_node_atom, "finish_list": _finish_list,
+        "finish_map": _finish_map, "leaves": _LEAVES, "inflate": _inflate,
+        "atom_bytes_of": _atom_bytes, "encode_big": _encode_big, "compress": _compress,
+        "decode": decode, "decode_from": decode_from, "encode": encode,
+        "encode_into": encode_into,
+    })
+    names = globals()
+    for name in ("decode", "decode_from", "encode", "encode_into"):
+        names[name] = getattr(native, name)
+    return True
+
+
+#: True when the compiled core runs (:mod:`pyerl_node.proto.native`).
+COMPILED: Final = _compile()
