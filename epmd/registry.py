@@ -1,8 +1,8 @@
 """The node table of the EPMD server: registrations, creations, remembered names.
 
 Pure bookkeeping, no I/O: the server (``epmd.server``) calls it with already decoded requests
-(``pyerl_node.proto.epmd_wire``) and an integer connection id. It follows epmd_srv.c (PROTOCOL.md
-section 2):
+(``pyerl_node.proto.epmd_wire``) and an integer connection id. It follows epmd_srv.c
+(docs/protocol/distribution.md section 2):
 
 * ``names()`` and ``active()`` list the most recent registration first.
 * A refused registration (name taken, more than 255 characters, empty, extra data over

@@ -1,4 +1,4 @@
-"""An asyncio EPMD server that behaves as OTP's epmd does (PROTOCOL.md section 2).
+"""An asyncio EPMD server that behaves as OTP's epmd does (docs/protocol/distribution.md section 2).
 
 One ``asyncio.Protocol`` per connection feeds a ``RequestParser`` (``pyerl_node.proto.epmd_wire``);
 the node table is ``epmd.registry.Registry``. Behaviour taken from epmd_srv.c and checked

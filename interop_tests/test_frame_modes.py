@@ -1,4 +1,5 @@
-"""Our frames in every format a BEAM may negotiate (PROTOCOL.md §5.1), against OTP 25 and 28.
+"""Our frames in every format a BEAM may negotiate (docs/protocol/distribution.md §5.1), against OTP
+25 and 28.
 
 Leaving DIST_HDR_ATOM_CACHE and/or FRAGMENTS out of our flags switches the connection between
 131/68 headers, fragments and pass-through 112 packets; small and fragment-sized messages must

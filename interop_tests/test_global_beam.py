@@ -30,7 +30,8 @@ class Pong(GenServer):
 
 
 def py_node(epmd: Epmd, cookie: str, prefix: str = "py") -> Node:
-    # "py_..." sorts after "beam_...": BEAM nodes resolve name conflicts (GLOBAL.md §7)
+    # "py_..." sorts after "beam_...": BEAM nodes resolve name conflicts (docs/protocol/global.md
+    # §7)
     return Node(f"{prefix}_{secrets.token_hex(3)}@{LOCALHOST}", cookie, epmd_port=epmd.port,
                 start_epmd=False, global_names=True)
 

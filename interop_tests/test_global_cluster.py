@@ -204,9 +204,9 @@ async def test_partition_splits_without_overlap_and_heals(
     await assert_seen_everywhere(nodes, names)
 
     # a (or py) loses b: prevent_overlapping_partitions splits the cluster into
-    # partitions that do not overlap (GLOBAL.md §8.4). Usually every node ends isolated, as
-    # with three BEAM nodes; when a remove_connection overtakes a nodedown, OTP itself keeps
-    # one pair together. Either way a and b end apart and each name lives on in its partition.
+    # partitions that do not overlap (docs/protocol/global.md §8.4). Usually every node ends
+    # isolated, as with three BEAM nodes; when a remove_connection overtakes a nodedown, OTP itself
+    # keeps one pair together. Either way a and b end apart and each name lives on in its partition.
     if cut == "beam_cuts_beam":
         cutter: NodeRef = a
         assert await beam_eval(a, f"erlang:disconnect_node('{b.name}')") == "true"

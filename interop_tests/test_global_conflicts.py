@@ -1,5 +1,5 @@
-"""Name conflicts when partitions join (GLOBAL.md §7): the Python node must end a conflict
-exactly as a BEAM node in its place would.
+"""Name conflicts when partitions join (docs/protocol/global.md §7): the Python node must end a
+conflict exactly as a BEAM node in its place would.
 
 Each scenario runs twice in the same test: two BEAM nodes, then a BEAM node and the Python
 node in the place of the second one (same position in atom order). Both partitions register

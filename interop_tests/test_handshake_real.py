@@ -2,7 +2,8 @@
 
 The BEAM node listens on a port we choose (``inet_dist_listen_min/max``), so the initiator
 tests dial it directly, without an EPMD client. For the acceptor test the real epmd learns
-our listener from a hand-written ALIVE2_REQ (PROTOCOL.md §2.1), and the BEAM dials us.
+our listener from a hand-written ALIVE2_REQ (docs/protocol/distribution.md §2.1), and the BEAM dials
+us.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pyerl_node.proto.handshake import (
     StatusReceived,
 )
 
-# What a real node announces (PROTOCOL.md §4.1); OTP 28 adds ALTACT_SIG.
+# What a real node announces (docs/protocol/distribution.md §4.1); OTP 28 adds ALTACT_SIG.
 ANNOUNCED = {"25": DistFlag(0xD07DF7FBD), "28": DistFlag(0x2D07DF7FBD)}
 STEP_TIMEOUT = 10.0
 Machine = InitiatorHandshake | AcceptorHandshake
@@ -157,7 +158,8 @@ async def test_wrong_cookie_is_refused(otp_release: str, beam_node: BeamNodeFact
 
 async def test_missing_26_flags(otp_release: str, beam_node: BeamNodeFactory,
                                 cookie: str) -> None:
-    # OTP 25 does not require UNLINK_ID; OTP 28 answers not_allowed (PROTOCOL.md §4.2).
+    # OTP 25 does not require UNLINK_ID; OTP 28 answers not_allowed (docs/protocol/distribution.md
+    # §4.2).
     node, port = start_listening_node(beam_node, otp_release)
     async with dial(node, port, cookie=cookie,
                     flags=default_flags() & ~DistFlag.UNLINK_ID) as (hs, reader, writer):

@@ -1,4 +1,5 @@
-"""Hypothesis strategies for every Erlang term type in its Python form (DESIGN.md term mapping).
+"""Hypothesis strategies for every Erlang term type in its Python form (docs/design.md term
+mapping).
 
 ``terms()`` draws terms that survive ``decode(encode(t)) == t``: the mapping is lossless except
 where it is deliberately many-to-one, so it leaves out ``str`` (encodes as a binary and comes

@@ -1,7 +1,7 @@
-"""The connection state machine (PROTOCOL.md §5-§7): real captured streams replayed through
-it, our own frames looped back through it in every mode, ticks and net_ticktime on a fake
-clock, and hostile input (every bad packet fails the connection with a FrameError, as the
-BEAM disconnects; the fuzzing of it is in test_fuzz_connection.py).
+"""The connection state machine (docs/protocol/distribution.md §5-§7): real captured streams
+replayed through it, our own frames looped back through it in every mode, ticks and net_ticktime
+on a fake clock, and hostile input (every bad packet fails the connection with a FrameError, as
+the BEAM disconnects; the fuzzing of it is in test_fuzz_connection.py).
 """
 
 from __future__ import annotations

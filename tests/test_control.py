@@ -1,7 +1,7 @@
-"""Control messages (PROTOCOL.md §6): tuple shapes, round trips, malformed tuples, and every
-example frame of ``vectors/control/control_messages.json`` decoded through a Connection.
+"""Control messages (docs/protocol/distribution.md §6): tuple shapes, round trips, malformed tuples,
+and every example frame of ``vectors/control/control_messages.json`` decoded through a Connection.
 
-The vector files render terms in Erlang syntax (vectors/README.md); :func:`render` produces
+The vector files render terms in Erlang syntax (tests/vectors/README.md); :func:`render` produces
 the same notation so that decoded control tuples and payloads are compared in full, not just
 by operation name. Helpers here are shared with the connection tests.
 """
@@ -192,8 +192,8 @@ TOK = (Atom("seq"), 1, 2, P1, 0)
 E = Atom("")
 MSG = (Atom("hello"), [1, 2])
 
-# (message, expected control tuple, expected payload): written out from PROTOCOL.md §6, not
-# from the implementation's table.
+# (message, expected control tuple, expected payload): written out from
+# docs/protocol/distribution.md §6, not from the implementation's table.
 SHAPES: list[tuple[Any, tuple[Term, ...], Term]] = [
     (c.Link(P1, P2), (1, P1, P2), c.NO_PAYLOAD),
     (c.Send(P2, MSG), (2, E, P2), MSG),

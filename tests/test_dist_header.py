@@ -1,5 +1,5 @@
-"""Distribution headers (PROTOCOL.md §5.3, §5.4): the atom cache header parser, fragment ids,
-the fragment assembler and outbound fragmentation.
+"""Distribution headers (docs/protocol/distribution.md §5.3, §5.4): the atom cache header parser,
+fragment ids, the fragment assembler and outbound fragmentation.
 
 ``build_atom_cache_header`` is an independent writer of the header layout (used here for
 round trips and by the other test modules to pre-load cache slots).
@@ -47,7 +47,7 @@ def build_atom_cache_header(
 
 # --- the atom cache header ------------------------------------------------------------------
 
-# PROTOCOL.md §5.3 worked example (dist/two_25_25.json, connection 1, b -> a).
+# docs/protocol/distribution.md §5.3 worked example (dist/two_25_25.json, connection 1, b -> a).
 WORKED = bytes.fromhex(
     "04" "8fdc00" "dc046240766d" "0500" "7703726578" "071066656174757265735f72657175657374"
     "68"

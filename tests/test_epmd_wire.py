@@ -1,5 +1,5 @@
 """pyerl_node.proto.epmd_wire against bytes captured from the real epmd daemons and BEAM nodes,
-plus round trips and hostile input (PROTOCOL.md section 2)."""
+plus round trips and hostile input (docs/protocol/distribution.md section 2)."""
 
 from __future__ import annotations
 

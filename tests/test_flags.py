@@ -1,5 +1,5 @@
 """Distribution flags: values, the sets we announce and require, digest expansion, and the
-mandatory-flag experiments of PROTOCOL.md §4.2 replayed against ``missing``."""
+mandatory-flag experiments of docs/protocol/distribution.md §4.2 replayed against ``missing``."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ HANDSHAKES = sorted((Path(__file__).resolve().parent / "vectors" / "handshake").
 F = DistFlag
 OTP25_ANNOUNCED = 0xD07DF7FBD
 OTP28_ANNOUNCED = 0x2D07DF7FBD
-RECOMMENDED = 0xD075F5FBD  # PROTOCOL.md §4.3
+RECOMMENDED = 0xD075F5FBD  # docs/protocol/distribution.md §4.3
 
 flags_st = st.integers(min_value=0, max_value=(1 << 64) - 1).map(DistFlag)
 
@@ -87,7 +87,7 @@ def test_missing_sees_bits_above_the_named_ones() -> None:
     assert missing(DistFlag(1 << 50), F.PUBLISHED) == 1 << 50
 
 
-# PROTOCOL.md §4.2, "Experiment": what real OTP 25.2.3 / 28.5 did with each offer.
+# docs/protocol/distribution.md §4.2, "Experiment": what real OTP 25.2.3 / 28.5 did with each offer.
 # (offer, refused by OTP 25, refused by OTP 28)
 _EXPERIMENTS = [
     ("recommended", RECOMMENDED, [], []),

@@ -1,10 +1,10 @@
 """The connect session on the wire, message by message, against a scripted peer.
 
 Node ``b`` runs without ``global``; the test registers its own ``global_name_server`` there
-and plays OTP's part by hand (GLOBAL.md §4.1, §4.7), so every message node ``a`` sends is
-checked for its exact shape and tags: ``init_connect``, ``init_connect_ack``, the restart
-rules of ``cancel_connect``/``init_connect_ack``, the active lock path (``a``'s locker times
-out first and locks ``b``), ``exchange``, ``resolved`` and the lock release.
+and plays OTP's part by hand (docs/protocol/global.md §4.1, §4.7), so every message node ``a`` sends
+is checked for its exact shape and tags: ``init_connect``, ``init_connect_ack``, the restart rules
+of ``cancel_connect``/``init_connect_ack``, the active lock path (``a``'s locker times out first and
+locks ``b``), ``exchange``, ``resolved`` and the lock release.
 """
 
 from __future__ import annotations

@@ -365,7 +365,7 @@ def test_bad_challenge_source_fails_the_machine() -> None:
 
 
 def test_digest_is_md5_of_cookie_and_decimal_challenge() -> None:
-    # PROTOCOL.md §3.1 worked example.
+    # docs/protocol/distribution.md §3.1 worked example.
     assert gen_digest(3363001978, "capcookie").hex() == "11106f0e3f09f330d36316af2d46dfd1"
 
 

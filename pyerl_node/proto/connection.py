@@ -1,4 +1,5 @@
-"""A connected distribution channel after the handshake, sans-I/O (PROTOCOL.md §5, §6, §7).
+"""A connected distribution channel after the handshake, sans-I/O (docs/protocol/distribution.md §5,
+§6, §7).
 
 Bytes in, events out; messages in, bytes out; the clock is an argument:
 
@@ -116,8 +117,8 @@ _HEAD_OPS: Final = frozenset({19, 20})
 _HEAD_REPEATED: Final = frozenset({MonitorP, DemonitorP})
 _MAX_DESCRIPTION: Final = 200  # characters of a FrameError's description
 
-# Control messages the peer understands only with a flag (PROTOCOL.md §4.1, §6). Sending one
-# without it makes BEAM drop the connection, so it is refused here instead.
+# Control messages the peer understands only with a flag (docs/protocol/distribution.md §4.1, §6).
+# Sending one without it makes BEAM drop the connection, so it is refused here instead.
 _REQUIRED_FLAG: Final[dict[type, DistFlag]] = {
     SendSender: DistFlag.SEND_SENDER,
     SendSenderTt: DistFlag.SEND_SENDER,

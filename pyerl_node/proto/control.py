@@ -1,4 +1,4 @@
-"""Distribution control messages as typed values (PROTOCOL.md §6).
+"""Distribution control messages as typed values (docs/protocol/distribution.md §6).
 
 On the wire a control message is a tuple whose first element is the operation number, and
 some operations carry a second term, the payload (a message, an exit reason, an argument

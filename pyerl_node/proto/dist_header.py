@@ -1,4 +1,5 @@
-"""Distribution headers: the atom cache and fragmented messages (PROTOCOL.md §5.3, §5.4).
+"""Distribution headers: the atom cache and fragmented messages (docs/protocol/distribution.md §5.3,
+§5.4).
 
 When DIST_HDR_ATOM_CACHE or FRAGMENTS is negotiated, every packet starts with a header:
 

@@ -1,8 +1,8 @@
 """EPMD wire format: every request and response as pure encode/decode functions.
 
-Implements PROTOCOL.md section 2 (EPMD). This is the only module that knows EPMD bytes; the
-asyncio client (``pyerl_node.runtime.epmd_client``) and the server (``epmd``) both use it. Sans-I/O:
-no sockets, no clock.
+Implements docs/protocol/distribution.md section 2 (EPMD). This is the only module that knows EPMD
+bytes; the asyncio client (``pyerl_node.runtime.epmd_client``) and the server (``epmd``) both use
+it. Sans-I/O: no sockets, no clock.
 
 Requests travel as ``Length:16, Body``; responses have no length prefix. Two parsing styles
 follow from that:

@@ -1,4 +1,4 @@
-"""The exception hierarchy of pyerl_node (DESIGN.md, "Errors").
+"""The exception hierarchy of pyerl_node (docs/design.md, "Errors").
 
 Errors split by fault, as h11 does: ``LocalProtocolError`` when our caller misused the API,
 ``RemoteProtocolError`` when the peer sent something wrong. Exceptions carry fields and say

@@ -1,6 +1,7 @@
-"""The External Term Format: Erlang terms <-> bytes (PROTOCOL.md §5.5, erts ``erl_ext_dist``).
+"""The External Term Format: Erlang terms <-> bytes (docs/protocol/distribution.md §5.5, erts
+``erl_ext_dist``).
 
-Term mapping is DESIGN.md's (see :mod:`pyerl_node.proto.terms`). The public API:
+Term mapping is docs/design.md's (see :mod:`pyerl_node.proto.terms`). The public API:
 
 * :func:`encode` — a whole external term (version byte 131, optionally zlib-compressed, tag 80);
 * :func:`encode_into` — one term appended to a ``bytearray`` without the version byte (how

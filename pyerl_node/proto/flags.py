@@ -1,4 +1,4 @@
-"""Distribution capability flags (PROTOCOL.md §4).
+"""Distribution capability flags (docs/protocol/distribution.md §4).
 
 Each side of a handshake announces 64 flag bits; the connection uses their bitwise AND.
 ``DistFlag`` carries OTP's names and values from ``kernel/include/dist.hrl`` (internal bits
@@ -68,8 +68,8 @@ MANDATORY_28 = MANDATORY_26
 #: the V4_NC pid/port/reference encodings and the UNLINK_ID link protocol.
 REQUIRED = MANDATORY_26
 
-# The set PROTOCOL.md §4.3 recommends, without PUBLISHED and SPAWN (those depend on the
-# caller), plus the atom-cache header and fragments.
+# The set docs/protocol/distribution.md §4.3 recommends, without PUBLISHED and SPAWN (those depend
+# on the caller), plus the atom-cache header and fragments.
 _ADVERTISED = (
     _F.EXTENDED_REFERENCES | _F.DIST_MONITOR | _F.FUN_TAGS | _F.DIST_MONITOR_NAME
     | _F.NEW_FUN_TAGS | _F.EXTENDED_PIDS_PORTS | _F.EXPORT_PTR_TAG | _F.BIT_BINARIES

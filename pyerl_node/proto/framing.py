@@ -1,4 +1,5 @@
-"""Length-prefixed packets, as BEAM's ``{packet, N}`` sockets frame them (PROTOCOL.md §3, §5).
+"""Length-prefixed packets, as BEAM's ``{packet, N}`` sockets frame them
+(docs/protocol/distribution.md §3, §5).
 
 The handshake frames each message with a 2-byte big-endian length, a connection after it
 with 4 bytes; a 4-byte-framed packet of length 0 is a tick. ``PacketReader`` takes bytes

@@ -1,4 +1,5 @@
-"""The distribution handshake, version 6, as two sans-I/O state machines (PROTOCOL.md §3).
+"""The distribution handshake, version 6, as two sans-I/O state machines
+(docs/protocol/distribution.md §3).
 
 ``InitiatorHandshake`` (the connecting side, OTP's ``handshake_we_started``) and
 ``AcceptorHandshake`` (``handshake_other_started``) take received bytes with

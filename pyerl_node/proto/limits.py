@@ -1,4 +1,4 @@
-"""The bounds the sans-I/O core puts on what a peer may make it do (DESIGN.md, "Limits").
+"""The bounds the sans-I/O core puts on what a peer may make it do (docs/design.md, "Limits").
 
 Every number here caps the memory or the time that bytes from a peer can cost, so that a
 hostile or broken peer is refused with a typed error instead of stalling or exhausting the

@@ -1,4 +1,5 @@
-"""Node names: ``alive@host`` (PROTOCOL.md §3.4, §3.7; erl's ``-name`` / ``-sname`` rules).
+"""Node names: ``alive@host`` (docs/protocol/distribution.md §3.4, §3.7; erl's ``-name`` /
+``-sname`` rules).
 
 Two functions, two strictness levels, both following OTP:
 

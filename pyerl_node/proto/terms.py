@@ -1,6 +1,6 @@
 """Python types for the Erlang terms that have no natural Python counterpart.
 
-The mapping (DESIGN.md, "Term mapping") is fixed and lossless:
+The mapping (docs/design.md, "Term mapping") is fixed and lossless:
 
 * integers, floats, tuples, lists and maps are ``int``, ``float``, ``tuple``, ``list``, ``dict``;
 * binaries are ``bytes`` (a ``str`` encodes as a UTF-8 binary, as Elixir strings are);

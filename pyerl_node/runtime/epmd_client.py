@@ -1,7 +1,7 @@
 """asyncio EPMD client: register a node, look up a node's port, list names.
 
-Runtime layer over ``pyerl_node.proto.epmd_wire`` (PROTOCOL.md section 2, 2.8). Each call opens
-its own TCP connection to EPMD, as BEAM's erl_epmd does:
+Runtime layer over ``pyerl_node.proto.epmd_wire`` (docs/protocol/distribution.md section 2, 2.8).
+Each call opens its own TCP connection to EPMD, as BEAM's erl_epmd does:
 
 * ``register`` sends ALIVE2_REQ (type 77, or 72 when hidden; versions 6..6) and keeps the
   socket in the returned ``Registration``: the node stays registered until ``close()``.

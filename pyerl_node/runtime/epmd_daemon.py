@@ -16,7 +16,8 @@
 
 Every wait is bounded by ``timeout`` in total and runs on the event loop (an asyncio
 subprocess, no blocking call). The daemon is the ``epmd`` package shipped beside this one;
-its behaviour is described in ``epmd/server.py``. PROTOCOL.md section 2 is the protocol.
+its behaviour is described in ``epmd/server.py``. docs/protocol/distribution.md section 2 is the
+protocol.
 """
 
 from __future__ import annotations

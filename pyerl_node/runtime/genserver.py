@@ -1,6 +1,6 @@
 """The generic call protocol both ways: ``gen:call``/``gen_server:cast`` and a GenServer base.
 
-Outbound calls follow NET_KERNEL_RPC.md §1.3: monitor the server, send
+Outbound calls follow docs/protocol/net_kernel_rpc.md §1.3: monitor the server, send
 ``{'$gen_call', {Me, Mref}, Request}``, wait for ``{Mref, Reply}`` or the DOWN. Inbound calls
 (§1.1/1.2) carry a tag that may hold a process alias (``[alias | Ref]`` from OTP 24+ gen:call,
 ``[[alias | Ref] | Mon]`` from OTP 26+ multi_call); replies go to that alias when the

@@ -1,4 +1,4 @@
-"""What each control message from a peer does to local processes (PROTOCOL.md §6).
+"""What each control message from a peer does to local processes (docs/protocol/distribution.md §6).
 
 One handler per message type, looked up in one table: delivery to pids, names and aliases;
 links with the UNLINK_ID protocol (always acknowledged); exit signals with Erlang's rules;

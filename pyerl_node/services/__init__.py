@@ -1,5 +1,5 @@
-"""Built-in processes every BEAM peer expects to find on a node (PROTOCOL.md §8), and the
-built-in modules BEAM code and tools call on any node (:mod:`.builtins`)."""
+"""Built-in processes every BEAM peer expects to find on a node (docs/protocol/distribution.md §8),
+and the built-in modules BEAM code and tools call on any node (:mod:`.builtins`)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def start_builtin_services(
     :class:`~.builtins.peer_release.PeerReleases` which ``sys`` answer form a caller reads.
 
     Without ``global`` the node stays silent towards it, never half participating: that would
-    hang ``global:register_name`` on every BEAM node (GLOBAL.md §4.4). Built-in ``pg``
+    hang ``global:register_name`` on every BEAM node (docs/protocol/global.md §4.4). Built-in ``pg``
     registers through :func:`pyerl_node.services.builtins.pg.provide` once pg runs.
     """
     node.spawn_handler = spawn_handler(node, exposed)

@@ -1,6 +1,6 @@
 """Lock calls between ``global_name_server`` processes: multi_call, set_lock, del_lock.
 
-GLOBAL.md §4.5 and §5. Every lock operation is a ``gen_server:multi_call`` of
+docs/protocol/global.md §4.5 and §5. Every lock operation is a ``gen_server:multi_call`` of
 ``{set_lock, Id}`` / ``{del_lock, Id}`` to the ``global_name_server`` of a list of nodes,
 made *from the process that holds the lock*: the receivers record the pid in ``From`` as the
 holder, and the lock-holder rule (§5) keeps a ``{register, ...}`` only when it comes from a
@@ -33,7 +33,8 @@ SET_LOCK = Atom("set_lock")
 DEL_LOCK = Atom("del_lock")
 
 # OTP's multi_call waits forever; a node that never answers would then freeze the caller (the
-# hang of GLOBAL.md §4.4). A generous bound keeps every wait finite: such a node counts as bad.
+# hang of docs/protocol/global.md §4.4). A generous bound keeps every wait finite: such a node
+# counts as bad.
 CALL_TIMEOUT = 30.0
 
 
@@ -153,7 +154,8 @@ def the_boss(nodes: Iterable[Atom]) -> Atom:
 
 
 def pid_order(pid: Pid) -> tuple[int, int, str, int]:
-    """Erlang term order of pids: serial, id, node name, creation (PROTOCOL.md §5.5)."""
+    """Erlang term order of pids: serial, id, node name, creation (docs/protocol/distribution.md
+    §5.5)."""
     return (pid.serial, pid.id, pid.node.name, pid.creation)
 
 

@@ -1,4 +1,5 @@
-"""The locker: takes the cluster-wide ``global`` lock when two partitions join (GLOBAL.md §4.1).
+"""The locker: takes the cluster-wide ``global`` lock when two partitions join
+(docs/protocol/global.md §4.1).
 
 One locker process per node, unregistered; its pid is announced in ``init_connect`` and is
 one half of every connect session's lock id ``{global, sort([LockerA, LockerB])}``. It

@@ -1,4 +1,5 @@
-"""``global``: the cluster-wide name registry, as a full participant (GLOBAL.md, vsn 8).
+"""``global``: the cluster-wide name registry, as a full participant (docs/protocol/global.md, vsn
+8).
 
 :class:`GlobalNameServer` is the body of the process registered as ``global_name_server``. It
 mirrors OTP's ``global`` gen_server message for message, because every BEAM node in the

@@ -1,4 +1,5 @@
-"""The public ``global`` API: name changes through the registrar, user locks (GLOBAL.md §5).
+"""The public ``global`` API: name changes through the registrar, user locks
+(docs/protocol/global.md §5).
 
 Every name change runs OTP's ``trans_all_known`` in one registrar process, so the name server
 never waits on a remote node: lock ``{global, RegistrarPid}`` on the boss (the greatest node

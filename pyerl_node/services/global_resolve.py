@@ -1,4 +1,5 @@
-"""Name conflicts when partitions join (GLOBAL.md §7): ``exchange_names`` and the methods.
+"""Name conflicts when partitions join (docs/protocol/global.md §7): ``exchange_names`` and the
+methods.
 
 The node whose name sorts first resolves each clash by calling
 ``global:resolve_it(Method, Name, HisPid, MyPid)`` on the node of *its own* pid, where

@@ -1,4 +1,4 @@
-"""The tables of ``global`` on one node: names and locks (GLOBAL.md §2, §4.5, §5).
+"""The tables of ``global`` on one node: names and locks (docs/protocol/global.md §2, §4.5, §5).
 
 Pure bookkeeping, no I/O: the name server hands in how to monitor and demonitor a pid and
 how to tell whether a local pid is alive. Every registered pid and every lock holder is

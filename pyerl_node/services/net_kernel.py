@@ -1,7 +1,8 @@
 """``net_kernel``: answers ``{is_auth, Node}`` so that ``net_adm:ping/1`` returns ``pong``.
 
 A BEAM node that gets no answer (or a ``noproc``) pings ``pang`` and disconnects us
-(NET_KERNEL_RPC.md §2). The handshake already proved the cookie, so the answer is ``yes``.
+(docs/protocol/net_kernel_rpc.md §2). The handshake already proved the cookie, so the answer is
+``yes``.
 """
 
 from __future__ import annotations

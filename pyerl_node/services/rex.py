@@ -1,4 +1,4 @@
-"""``rex``: the rpc server name (NET_KERNEL_RPC.md §3.1, §3.3).
+"""``rex``: the rpc server name (docs/protocol/net_kernel_rpc.md §3.1, §3.3).
 
 Answers the ``features_request`` every BEAM node sends on connect, and serves what still goes
 through ``rex`` rather than distributed spawn: ``rpc:block_call`` and the legacy

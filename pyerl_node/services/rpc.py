@@ -1,9 +1,10 @@
 """rpc/erpc both ways: serving distributed spawn into Python functions, and calling BEAM nodes.
 
-Inbound (NET_KERNEL_RPC.md §3.2): OTP 25+ ``rpc:call``/``erpc:call`` send SPAWN_REQUEST for
-``erpc:execute_call/4`` with ``[ResRef, M, F, A]``; we answer SPAWN_REPLY with a new pid, run
-the exposed Python function in that process and let it exit with ``{ResRef, return, V}``,
-``{ResRef, throw, T}``, ``{ResRef, exit, R}`` or ``{ResRef, error, E, Stack}``; the caller's
+Inbound (docs/protocol/net_kernel_rpc.md §3.2): OTP 25+ ``rpc:call``/``erpc:call`` send
+SPAWN_REQUEST for ``erpc:execute_call/4`` with ``[ResRef, M, F, A]``; we answer SPAWN_REPLY
+with a new pid, run the exposed Python function in that process and let it exit with
+``{ResRef, return, V}``, ``{ResRef, throw, T}``, ``{ResRef, exit, R}`` or
+``{ResRef, error, E, Stack}``; the caller's
 monitor turns that exit reason into its result. ``execute_cast/3`` runs without a monitor. A
 spawn of any other MFA runs the exposed function of that name as a plain process, or crashes
 with ``undef`` as a BEAM process would.

@@ -2,10 +2,11 @@
 
 ``whereis_name``, ``registered_names`` and ``send`` read this node's name table;
 ``register_name``, ``re_register_name`` and ``unregister_name`` run a transaction of this
-node's registrar (GLOBAL.md §5), exactly as ``Node.global_register`` does; ``set_lock``,
-``del_lock``, ``trans`` and ``sync`` are the node's user locks and sync. ``resolve_it/4`` is
-the function a BEAM node's ``global`` calls here to resolve a name conflict (GLOBAL.md §7):
-it is internal, so it stays this module's even when a user replaces ``global``.
+node's registrar (docs/protocol/global.md §5), exactly as ``Node.global_register`` does;
+``set_lock``, ``del_lock``, ``trans`` and ``sync`` are the node's user locks and sync.
+``resolve_it/4`` is the function a BEAM node's ``global`` calls here to resolve a name
+conflict (docs/protocol/global.md §7): it is internal, so it stays this module's even when a
+user replaces ``global``.
 
 A fun given to ``trans`` runs only if it is ``fun M:F/0`` of a module rpc reaches; any other
 fun fails with ``undef`` under the lock, as a fun of a module the node does not have fails.
