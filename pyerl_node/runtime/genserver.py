@@ -26,6 +26,7 @@ from typing import Any, Final, Protocol
 
 from pyerl_node.proto import etf
 from pyerl_node.proto.errors import CallTimeout, EncodeError, NodeDown, NoProc, ProcessExit
+from pyerl_node.proto.safe_repr import safe_repr
 from pyerl_node.proto.term_syntax import format_term
 from pyerl_node.proto.terms import Atom, ImproperList, Pid, Reference, Term
 from pyerl_node.runtime.flush import Flush
@@ -280,11 +281,11 @@ class GenServer:
 
     async def handle_cast(self, message: Term) -> None:
         """A ``GenServer.cast`` (default: logged at DEBUG and dropped)."""
-        log.debug("%s: unhandled cast %r", type(self).__name__, message)
+        log.debug("%s: unhandled cast %s", type(self).__name__, safe_repr(message))
 
     async def handle_info(self, message: Term) -> None:
         """Any other message (default: logged at DEBUG and dropped)."""
-        log.debug("%s: unhandled message %r", type(self).__name__, message)
+        log.debug("%s: unhandled message %s", type(self).__name__, safe_repr(message))
 
     async def reply(self, from_: From, value: Term, *, flush: Flush = Flush.SOON) -> None:
         """``gen_server:reply/2``: answer a call that ``handle_call`` left open."""

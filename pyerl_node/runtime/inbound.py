@@ -16,6 +16,7 @@ from typing import Any, Final, Protocol
 
 from pyerl_node.proto import control as c
 from pyerl_node.proto.control import AltactFlag
+from pyerl_node.proto.safe_repr import safe_repr
 from pyerl_node.proto.terms import Atom, Pid, Reference, Term
 from pyerl_node.runtime.channel import Channel
 from pyerl_node.runtime.interface import SpawnHandler
@@ -58,7 +59,7 @@ class Node(Protocol):
 def dispatch(node: Node, channel: Channel, msg: Any) -> None:
     handler = _HANDLERS.get(type(msg))
     if handler is None:
-        log.debug("ignoring %r from %s", msg, channel.peer.name)
+        log.debug("ignoring %s from %s", safe_repr(msg), channel.peer.name)
         return
     handler(node, channel, msg)
 

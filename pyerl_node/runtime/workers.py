@@ -76,5 +76,8 @@ class Workers:
             # A closed loop raises RuntimeError: nobody is waiting for this result any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(done, *outcome)
+            # An idle worker must not keep its last job alive: a big decoded read, its atoms,
+            # or an exception whose frames hold all of that.
+            del loop, done, fn, args, outcome
             with self._lock:
                 self._idle += 1

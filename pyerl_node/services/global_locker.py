@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pyerl_node.proto.errors import CallTimeout, ErlNodeError
+from pyerl_node.proto.safe_repr import safe_repr
 from pyerl_node.proto.terms import Atom, Pid, Term
 from pyerl_node.runtime.genserver import GEN_CAST
 from pyerl_node.runtime.process import Process
@@ -106,7 +107,7 @@ class Locker:
                 await self._message(msg)
             except (ErlNodeError, ValueError, TypeError, IndexError):
                 # a malformed message must not end the locker (and with it global here)
-                log.exception("global locker: failed to handle %r", msg)
+                log.exception("global locker: failed to handle %s", safe_repr(msg))
 
     def _timeout(self) -> float | None:
         if not self.others:
@@ -145,7 +146,7 @@ class Locker:
 
     async def _message(self, msg: Term) -> None:
         if type(msg) is not tuple or not msg:
-            log.warning("global locker: unexpected message %r", msg)
+            log.warning("global locker: unexpected message %s", safe_repr(msg))
             return
         kind = msg[0]
         if kind is HIS_THE_LOCKER:
@@ -163,7 +164,7 @@ class Locker:
         elif kind is REMOVE_FROM_KNOWN:
             self._update_known([msg[1]], add=False)
         else:
-            log.warning("global locker: unexpected message %r", msg)
+            log.warning("global locker: unexpected message %s", safe_repr(msg))
 
     def _find(self, node: Atom) -> Him | None:
         return next((h for h in self.others if h.node is node), None)

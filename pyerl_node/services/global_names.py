@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pyerl_node.proto.errors import ErlNodeError
+from pyerl_node.proto.safe_repr import safe_repr
 from pyerl_node.proto.terms import Atom, Pid, Reference, Term, freeze
 from pyerl_node.runtime.genserver import GEN_CALL, GEN_CAST, NOREPLY, reply
 from pyerl_node.runtime.process import DOWN, KILL, Process
@@ -162,7 +163,7 @@ class GlobalNameServer:
                     await self._handle(msg)
                 except Exception:
                     # one bad message must not take the registry down for the whole cluster
-                    log.exception("global_name_server: failed to handle %r", msg)
+                    log.exception("global_name_server: failed to handle %s", safe_repr(msg))
         finally:
             for task in list(self._tasks):  # connects and casts on our behalf end with us
                 task.cancel()
@@ -219,11 +220,11 @@ class GlobalNameServer:
 
     async def _handle(self, msg: Term) -> None:
         if type(msg) is not tuple or not msg or type(msg[0]) is not Atom:
-            log.warning("global_name_server: unexpected message %r", msg)
+            log.warning("global_name_server: unexpected message %s", safe_repr(msg))
             return
         kind = msg[0]
         if len(msg) > 1 and kind in self._INFO_KINDS and type(msg[1]) is not Atom:
-            log.warning("global_name_server: malformed message %r", msg)
+            log.warning("global_name_server: malformed message %s", safe_repr(msg))
             return
         if kind is GEN_CALL and len(msg) == 3 and _is_from(msg[1]):
             answer = self._handle_call(msg[2], msg[1])
@@ -236,7 +237,7 @@ class GlobalNameServer:
         else:
             handler = self._INFO.get((kind, len(msg)))
             if handler is None:
-                log.warning("global_name_server: unexpected message %r", msg)
+                log.warning("global_name_server: unexpected message %s", safe_repr(msg))
                 return
             await handler(self, *msg[1:])
 
@@ -274,16 +275,17 @@ class GlobalNameServer:
         if request is Atom("get_names_ext"):
             return self.tables.names_ext_list()
         # OTP logs and never answers an unknown call
-        log.warning("global_name_server: unexpected call %r from %r", request, from_)
+        log.warning("global_name_server: unexpected call %s from %s",
+            safe_repr(request), safe_repr(from_))
         return NOREPLY
 
     async def _handle_cast(self, msg: tuple[Any, ...]) -> None:
         kind, n = msg[0], len(msg)
         if type(kind) is not Atom:
-            log.warning("global_name_server: unexpected cast %r", msg)
+            log.warning("global_name_server: unexpected cast %s", safe_repr(msg))
             return
         if kind in self._NODE_CASTS and (n < 2 or type(msg[1]) is not Atom):
-            log.warning("global_name_server: malformed cast %r", msg)
+            log.warning("global_name_server: malformed cast %s", safe_repr(msg))
             return
         if kind is INIT_CONNECT and n == 4:
             await self._init_connect_cast(msg[1], msg[2], msg[3])
@@ -321,7 +323,7 @@ class GlobalNameServer:
         elif kind in (Atom("async_del_name"), Atom("async_del_lock")):
             pass  # legacy (R13 and older): the DOWN of our monitor does the work
         else:
-            log.warning("global_name_server: unexpected cast %r", msg)
+            log.warning("global_name_server: unexpected cast %s", safe_repr(msg))
 
     # -- connect sessions ---------------------------------------------------------------------
 
@@ -351,7 +353,7 @@ class GlobalNameServer:
             use = VSN if (his_vsn > VSN or len(vsn) > 2) else his_vsn
             await self._init_connect(use, node, init_msg, his_tag, his_vsn)
         else:
-            log.info("Illegal global protocol version %r Node: %r", vsn, node)
+            log.info("Illegal global protocol version %s Node: %s", safe_repr(vsn), safe_repr(node))
 
     async def _init_connect(self, vsn: int, node: Atom, init_msg: Term, his_tag: Term,
                             his_vsn: int) -> None:
@@ -376,7 +378,7 @@ class GlobalNameServer:
             return
         if not (type(init_msg) is tuple and len(init_msg) == 4
                 and isinstance(init_msg[3], Pid)):
-            log.warning("global: bad init_connect from %s: %r", node.name, init_msg)
+            log.warning("global: bad init_connect from %s: %s", node.name, safe_repr(init_msg))
             return
         my_tag = resolver[0]
         self._to_locker((HIS_THE_LOCKER, init_msg[3], (vsn, []), his_tag, my_tag))

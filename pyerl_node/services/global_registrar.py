@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from pyerl_node.proto.errors import LocalProtocolError, NoProc
+from pyerl_node.proto.safe_repr import safe_repr
 from pyerl_node.proto.terms import Atom, Pid, Term, freeze
 from pyerl_node.runtime.process import Process
 from pyerl_node.services.global_calls import (
@@ -143,7 +144,8 @@ class Registrar:
                 return False
             others = self.tables.has_other_name(pid)
             if others:
-                log.error("global: %r registered under several names: %r", pid, [name, *others])
+                log.error("global: %s registered under several names: %s",
+                    safe_repr(pid), safe_repr([name, *others]))
                 return False
             await multi_call(proc, nodes, (REGISTER, name, pid, sent_method),
                              local=self._local)

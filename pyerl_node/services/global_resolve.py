@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from pyerl_node.proto.errors import RpcError
+from pyerl_node.proto.safe_repr import safe_repr
 from pyerl_node.proto.terms import Atom, Export, Fun, Pid, Term
 from pyerl_node.runtime.process import KILL
 from pyerl_node.services import rpc as rpc_service
@@ -59,7 +60,7 @@ async def resolve_it(node: NodeServices, exposed: rpc_service.Exposed, method: T
         return (Atom("EXIT"), (Atom("badfun"), method))
     if method == RANDOM_EXIT:
         low, high = _minmax(pid1, pid2)
-        log.info("global: Name conflict terminating %r", (name, high))
+        log.info("global: Name conflict terminating %s", safe_repr((name, high)))
         node.exit(sender, high, KILL)
         return low
     if method == RANDOM_NOTIFY:
@@ -122,12 +123,12 @@ async def exchange_names(
             ops.append((DELETE, name))
             res.append((DELETE, name))
         elif type(winner) is tuple and len(winner) == 2 and winner[0] is BADRPC:
-            log.info("global: badrpc %r received when conflicting name %r was found",
-                     winner[1], name)
+            log.info("global: badrpc %s received when conflicting name %s was found",
+                safe_repr(winner[1]), safe_repr(name))
             ops.append((INSERT, (name, pid, method)))
         else:
-            log.info("global: Resolve method %r for conflicting name %r returned %r",
-                     method, name, winner)
+            log.info("global: Resolve method %s for conflicting name %s returned %s",
+                safe_repr(method), safe_repr(name), safe_repr(winner))
             ops.append((DELETE, name))
             res.append((DELETE, name))
     # OTP prepends each op; keep its order so that the wire lists match

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from pyerl_node.proto.safe_repr import safe_repr
 from pyerl_node.proto.terms import Atom, Pid, Term
 from pyerl_node.runtime.genserver import GenServer
 
@@ -38,7 +39,7 @@ def answer(request: Term) -> Term:
         if len(request) in (2, 3):
             log.info("%s", _text(request[-1]))
         else:  # {put_chars, Enc, M, F, A}: we cannot apply M:F here, show the raw request
-            log.info("%r", request[2:])
+            log.info("%s", safe_repr(request[2:]))
         return OK
     if request[0] is REQUESTS and len(request) == 2 and isinstance(request[1], list):
         result: Term = OK

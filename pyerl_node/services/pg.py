@@ -45,6 +45,7 @@ from pyerl_node.proto.pg import (
     Reply,
     Send,
 )
+from pyerl_node.proto.safe_repr import safe_repr
 from pyerl_node.proto.terms import Atom, ExactKey, Pid, Reference, Term
 from pyerl_node.runtime.interface import NodeServices
 from pyerl_node.runtime.process import DOWN, NOCONNECTION, PROCESS, Process
@@ -114,7 +115,7 @@ class PgScopeService:
             try:
                 self.handle(message)
             except Exception:  # a bug of ours must not take every group of the node with it
-                log.exception("pg scope %s failed on %.300r", self.scope.name, message)
+                log.exception("pg scope %s failed on %s", self.scope.name, safe_repr(message))
 
     def handle(self, message: Term) -> None:
         """One message of the scope's mailbox (the loop's step; tests feed it directly)."""
@@ -163,8 +164,9 @@ class PgScopeService:
         first = fault.reason not in self._faults_seen
         self._faults_seen.add(fault.reason)
         log.log(logging.WARNING if first else logging.DEBUG,
-                "pg scope %s ignored a message (%s): %.300r%s", self.scope.name, fault.reason,
-                fault.message, "" if not first else "; further ones of this kind at DEBUG")
+                "pg scope %s ignored a message (%s): %s%s", self.scope.name, fault.reason,
+                safe_repr(fault.message),
+                "" if not first else "; further ones of this kind at DEBUG")
 
     # -- local calls (pg:join/3, pg:leave/3, the subscriptions) --------------------------------
 

@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from pyerl_node.proto.errors import LocalProtocolError
+from pyerl_node.proto.safe_repr import safe_repr
 from pyerl_node.proto.terms import Atom, Pid, Reference, Term
 from pyerl_node.runtime.interface import NodeServices
 from pyerl_node.runtime.mailbox import FlowSource, Mailbox
@@ -309,8 +310,8 @@ class PubSub:
                 deliveries = list(custom(entries, from_, message))
             except Exception:
                 # it runs inside a worker's delivery: a failure must not reach the connection
-                log.exception("PubSub %s: dispatcher %s failed on topic %r", self.name.name,
-                              dispatcher.name, topic)
+                log.exception("PubSub %s: dispatcher %s failed on topic %s",
+                    self.name.name, dispatcher.name, safe_repr(topic))
                 return
         sender = self._watcher().pid
         for pid, payload in deliveries:
