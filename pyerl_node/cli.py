@@ -5,6 +5,10 @@
 daemon (the Python one) when nothing listens on the EPMD port. The cookie defaults to
 ``~/.erlang.cookie``; ``--sname``/``--name`` and node arguments follow ``erl``'s rules (a bare
 ``beam`` means ``beam@<this host>``).
+
+``run`` drives the node on uvloop's event loop when uvloop is installed (``pip install
+pyerl-node[speed]``: faster socket I/O and timers), on asyncio's own loop otherwise, or when
+``--no-uvloop`` or ``PYERL_NODE_LOOP=asyncio`` asks for it; its first line says which loop runs.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import asyncio
 import importlib
 import json
 import logging
+import os
 import secrets
 import signal
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from pyerl_node import __version__, info, shell
 from pyerl_node.node import PROTO_DISTS, Node, own_node_name
@@ -27,6 +34,9 @@ from pyerl_node.proto.terms import Atom, Term, set_atom_limit
 from pyerl_node.runtime import epmd_client
 
 log = logging.getLogger("pyerl_node.cli")
+
+#: ``asyncio`` here keeps ``run`` on asyncio's own event loop even when uvloop is installed.
+LOOP_ENV = "PYERL_NODE_LOOP"
 
 
 def _add_node_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -102,7 +112,10 @@ async def _run(args: argparse.Namespace) -> int:
     node = _make_node(args, _node_name(args, "py", long=False))
     _expose_all(node, args.expose)
     await node.start()
-    print(f"pyerl_node {node.node_atom.name} listening on port {node.port}", flush=True)
+    loop_name = "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") \
+        else "asyncio"
+    print(f"pyerl_node {node.node_atom.name} listening on port {node.port} ({loop_name} "
+          "event loop)", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -197,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--expose", action="append", default=[], metavar="MODULE[=ALIAS]",
         help="publish a Python module for rpc (repeatable)",
     )
-    run.set_defaults(handler=_run)
+    run.add_argument("--no-uvloop", action="store_true",
+                     help=f"asyncio's own event loop even if uvloop is installed "
+                          f"(also {LOOP_ENV}=asyncio)")
+    run.set_defaults(handler=_run, loop_choice=True)
 
     ping = sub.add_parser("ping", help="ping a node: prints pong or pang")
     ping.add_argument("node")
@@ -241,6 +257,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def loop_factory(args: argparse.Namespace) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop for ``run`` when it is installed and not refused; None: asyncio's own."""
+    if not getattr(args, "loop_choice", False) or getattr(args, "no_uvloop", False):
+        return None
+    if os.environ.get(LOOP_ENV, "").strip().lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _run_on_loop(main: Coroutine[Any, Any, int],
+                 factory: Callable[[], asyncio.AbstractEventLoop] | None) -> int:
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     base = logging.INFO if args.command == "run" else logging.WARNING
@@ -252,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "blocking", False):  # runs its own event loop
             result: int = args.handler(args)
             return result
-        code: int = asyncio.run(args.handler(args))
+        code = _run_on_loop(args.handler(args), loop_factory(args))
         return code
     except ErlNodeError as exc:
         print(f"pyerl-node: {exc}", file=sys.stderr)

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pyerl_node.proto.terms import Atom
 from pyerl_node.sync import Node
 from tests.conftest import free_port
@@ -99,3 +101,17 @@ def test_cli_cookie_defaults_to_erlang_cookie_file(tmp_path: Path) -> None:
         assert ping.stdout.strip() == "pong"
     finally:
         _stop(server)
+
+
+def test_cli_run_picks_uvloop_unless_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvloop  # a dev dependency: the default loop of ``run`` when installed
+
+    from pyerl_node.cli import LOOP_ENV, build_parser, loop_factory
+    monkeypatch.delenv(LOOP_ENV, raising=False)
+    parser = build_parser()
+    run = ["run", "--sname", "py"]
+    assert loop_factory(parser.parse_args(run)) is uvloop.new_event_loop
+    assert loop_factory(parser.parse_args([*run, "--no-uvloop"])) is None
+    assert loop_factory(parser.parse_args(["ping", "beam"])) is None  # only ``run`` switches
+    monkeypatch.setenv(LOOP_ENV, "asyncio")
+    assert loop_factory(parser.parse_args(run)) is None

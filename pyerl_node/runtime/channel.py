@@ -42,7 +42,6 @@ from pyerl_node.proto.handshake import (
     StatusReceived,
 )
 from pyerl_node.proto.names import parse_node_name
-from pyerl_node.proto.safe_repr import safe_repr
 from pyerl_node.proto.terms import Atom
 from pyerl_node.runtime import epmd_client
 from pyerl_node.runtime.flush import LATER_DELAY, Flush
@@ -118,7 +117,7 @@ class ChannelOwner(Protocol):
 
     def channel_failed(self, peer: Atom | None, error: BaseException) -> None: ...
 
-    def dispatch(self, channel: Channel, msg: Any) -> None: ...
+    def dispatch(self, channel: Channel, events: Sequence[ControlMessage]) -> None: ...
 
 
 class Channel(asyncio.Protocol):
@@ -155,6 +154,7 @@ class Channel(asyncio.Protocol):
         self._pauses: set[str] = set()  # why reading is paused (flow, decoding), if it is
         self._decoding = False
         self._backlog: list[bytes] = []  # reads that came while a big one was decoded
+        self._backlog_bytes = 0
 
     @property
     def where(self) -> str:
@@ -265,6 +265,9 @@ class Channel(asyncio.Protocol):
             return
         if self._decoding:  # a big packet is being decoded: later bytes wait, in order
             self._backlog.append(data)
+            self._backlog_bytes += len(data)
+            if self._backlog_bytes >= OFFLOAD_AT:  # bounded: reading waits for the decode
+                self._pause(_DECODING)
             return
         if len(data) + conn.incomplete_packet_size + conn.pending_fragment_bytes >= OFFLOAD_AT:
             self._decode_off_loop(conn, data)
@@ -286,10 +289,11 @@ class Channel(asyncio.Protocol):
 
     def _decode_off_loop(self, conn: Connection, data: bytes) -> None:
         """Decode a read that may complete a big message in a worker thread, so that the
-        loop (ticks, other connections, processes) runs on meanwhile; reading from this
-        connection pauses until it is done, which keeps its messages in order."""
+        loop (ticks, other connections, processes) runs on meanwhile. Reading goes on: the
+        reads that come meanwhile wait, in order, and are decoded together after it (one
+        hand-off for all of them, not one per read); past OFFLOAD_AT of them reading
+        pauses until the decode is done."""
         self._decoding = True
-        self._pause(_DECODING)
         held = conn.buffered_bytes
 
         def decode() -> tuple[list[ControlMessage], int]:
@@ -300,7 +304,8 @@ class Channel(asyncio.Protocol):
 
     def _decoded(self, ok: bool, outcome: Any) -> None:
         self._decoding = False
-        self._resume(_DECODING)
+        if _DECODING in self._pauses:
+            self._resume(_DECODING)
         if self._closed:
             return
         if not ok:
@@ -311,26 +316,16 @@ class Channel(asyncio.Protocol):
         events, size = outcome
         self._dispatch(events, size)
         self.flush()
-        backlog, self._backlog = self._backlog, []
-        for index, data in enumerate(backlog):
-            self._received(data)
-            if self._decoding:  # that read went off the loop too: the rest waits again
-                self._backlog[:0] = backlog[index + 1:]
-                return
+        backlog, self._backlog, self._backlog_bytes = self._backlog, [], 0
+        if backlog:
+            self._received(backlog[0] if len(backlog) == 1 else b"".join(backlog))
 
     def _dispatch(self, events: Sequence[ControlMessage], size: int) -> None:
         if not events:
             return
         # the bytes of this read, shared by its messages (a big one usually comes alone)
         self.current_size = size // len(events) + _MESSAGE_OVERHEAD
-        dispatch = self.node.dispatch
-        for event in events:
-            try:
-                dispatch(self, event)
-            except Exception:
-                # a bug in handling one message must not take the connection down
-                log.exception("handling %s from %s failed", safe_repr(event),
-                              self.peer.name)
+        self.node.dispatch(self, events)  # (one call per read: the kernel loops)
 
     # -- FlowSource: how many of our bytes wait in mailboxes --------------------------------------
 
@@ -552,7 +547,7 @@ class Channel(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         assert self._conn is not None
-        if self._pauses:  # we stopped reading the peer: its silence is ours
+        if self._pauses or self._decoding:  # its bytes wait on us: its silence is ours
             self._conn.peer_alive(self._loop.time())
         try:
             self._conn.handle_timer(self._loop.time())

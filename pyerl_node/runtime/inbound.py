@@ -11,7 +11,7 @@ spawn replies. Messages for what does not exist are dropped, as the BEAM drops t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
 from pyerl_node.proto import control as c
@@ -56,24 +56,53 @@ class Node(Protocol):
     def terminate(self, proc: Process, reason: Term) -> None: ...
 
 
-def dispatch(node: Node, channel: Channel, msg: Any) -> None:
-    handler = _HANDLERS.get(type(msg))
-    if handler is None:
-        log.debug("ignoring %s from %s", safe_repr(msg), channel.peer.name)
-        return
-    handler(node, channel, msg)
+def dispatch(node: Node, channel: Channel, events: Sequence[Any]) -> None:
+    """Act on the control messages of one read, in order. Messages to pids and names, nearly
+    all the traffic, are delivered here without a handler call (as ``_send`` and
+    ``_reg_send`` deliver them); a handler that fails is logged and the messages after it
+    still count."""
+    size = channel.current_size
+    pids = node.registry.pids
+    names = node.registry.names
+    for msg in events:
+        kind = type(msg)
+        try:
+            if kind is c.SendSender or kind is c.Send:
+                proc = pids.get(msg.to_pid)
+                if proc is not None:
+                    proc.mailbox.put_from(msg.message, channel, size)
+                continue
+            if kind is c.RegSend:
+                proc = names.get(msg.to_name)
+                if proc is not None:
+                    proc.mailbox.put_from(msg.message, channel, size)
+                else:
+                    _unknown_name(channel, msg)
+                continue
+            handler = _HANDLERS.get(kind)
+            if handler is None:
+                log.debug("ignoring %s from %s", safe_repr(msg), channel.peer.name)
+                continue
+            handler(node, channel, msg)
+        except Exception:
+            # a bug in handling one message must not take the connection down
+            log.exception("handling %s from %s failed", safe_repr(msg), channel.peer.name)
 
 
 def _send(node: Node, channel: Channel, msg: c.Send | c.SendSender) -> None:
     node.deliver_from(msg.to_pid, msg.message, channel)
 
 
-def _reg_send(node: Node, channel: Channel, msg: c.RegSend) -> None:
+def _reg_send(node: Node, channel: Channel, msg: c.RegSend | c.RegSendTt) -> None:
     proc = node.registry.whereis(msg.to_name)
     if proc is not None:
         proc.mailbox.put_from(msg.message, channel, channel.current_size)
     else:
-        log.debug("%s sent to unknown name %s: dropped", channel.peer.name, msg.to_name)
+        _unknown_name(channel, msg)
+
+
+def _unknown_name(channel: Channel, msg: c.RegSend | c.RegSendTt) -> None:
+    log.debug("%s sent to unknown name %s: dropped", channel.peer.name, msg.to_name)
 
 
 def _alias_send(node: Node, channel: Channel, msg: c.AliasSend) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 from pyerl_node.proto import control as c
@@ -795,9 +795,10 @@ class Kernel:
 
     # -- inbound control messages --------------------------------------------------------------
 
-    def dispatch(self, channel: Channel, msg: Any) -> None:
-        """Act on one control message from ``channel``'s peer (:mod:`.inbound`)."""
-        inbound.dispatch(self, channel, msg)
+    def dispatch(self, channel: Channel, events: Sequence[c.ControlMessage]) -> None:
+        """Act on the control messages of one read from ``channel``'s peer, in order
+        (:mod:`.inbound`)."""
+        inbound.dispatch(self, channel, events)
 
 
 def _undefined_function(proc: Process, module: Atom, function: Atom, args: list[Term],

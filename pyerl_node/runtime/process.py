@@ -103,9 +103,11 @@ class Process:
 
     # -- the process API (what code running as this process calls) ---------------------------
 
-    async def receive(self, match: Matcher | None = None, timeout: float | None = None) -> Term:
-        """Selective receive: the first message ``match`` accepts (see :class:`Mailbox`)."""
-        return await self.mailbox.receive(match, timeout)
+    def receive(self, match: Matcher | None = None,
+                timeout: float | None = None) -> Coroutine[Any, Any, Term]:
+        """Selective receive: the first message ``match`` accepts (see :class:`Mailbox`).
+        (The mailbox's own coroutine, to await: one coroutine per message, not two.)"""
+        return self.mailbox.receive(match, timeout)
 
     async def send(self, dest: Destination, message: Term) -> None:
         """Send ``message`` to a pid, a registered name, ``(name, node)`` or an alias."""

@@ -7,7 +7,7 @@ their counters wrap within the widths the wire formats allow (V4_NC: 32-bit pid 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from pyerl_node.proto.terms import Atom, Pid, Reference
 from pyerl_node.runtime.process import Process
@@ -44,6 +44,16 @@ class Registry:
         self._by_pid.pop(proc.pid, None)
         if proc.name is not None and self._by_name.get(proc.name) is proc:
             del self._by_name[proc.name]
+
+    @property
+    def pids(self) -> Mapping[Pid, Process]:
+        """The live processes by pid (a live view, for lookups in bulk)."""
+        return self._by_pid
+
+    @property
+    def names(self) -> Mapping[Atom, Process]:
+        """The registered processes by name (a live view, for lookups in bulk)."""
+        return self._by_name
 
     def get(self, pid: Pid) -> Process | None:
         return self._by_pid.get(pid)
