@@ -1,6 +1,7 @@
 """What each control message from a peer does to local processes (docs/protocol/distribution.md §6).
 
-One handler per message type, looked up in one table: delivery to pids, names and aliases;
+Sends to pids and names are delivered by ``dispatch`` itself; every other message type has
+one handler, looked up in one table: delivery to aliases;
 links with the UNLINK_ID protocol (always acknowledged); exit signals with Erlang's rules;
 monitors, answered at once with ``noproc`` when the target does not exist (a BEAM caller
 would otherwise wait forever); distributed spawn (the new process, its SPAWN_REPLY, the
@@ -56,53 +57,40 @@ class Node(Protocol):
     def terminate(self, proc: Process, reason: Term) -> None: ...
 
 
+# Messages to pids and to names, nearly all the traffic: delivered by ``dispatch`` itself,
+# without a handler call.
+_TO_PID: Final = frozenset({c.Send, c.SendSender, c.SendTt, c.SendSenderTt})
+_TO_NAME: Final = frozenset({c.RegSend, c.RegSendTt})
+
+
 def dispatch(node: Node, channel: Channel, events: Sequence[Any]) -> None:
-    """Act on the control messages of one read, in order. Messages to pids and names, nearly
-    all the traffic, are delivered here without a handler call (as ``_send`` and
-    ``_reg_send`` deliver them); a handler that fails is logged and the messages after it
-    still count."""
+    """Act on the control messages of one read, in order; a handler that fails is logged and
+    the messages after it still count."""
     size = channel.current_size
     pids = node.registry.pids
     names = node.registry.names
     for msg in events:
         kind = type(msg)
         try:
-            if kind is c.SendSender or kind is c.Send:
+            if kind in _TO_PID:
                 proc = pids.get(msg.to_pid)
-                if proc is not None:
-                    proc.mailbox.put_from(msg.message, channel, size)
-                continue
-            if kind is c.RegSend:
+            elif kind in _TO_NAME:
                 proc = names.get(msg.to_name)
-                if proc is not None:
-                    proc.mailbox.put_from(msg.message, channel, size)
+                if proc is None:
+                    log.debug("%s sent to unknown name %s: dropped", channel.peer.name,
+                              msg.to_name)
+            else:
+                handler = _HANDLERS.get(kind)
+                if handler is None:
+                    log.debug("ignoring %s from %s", safe_repr(msg), channel.peer.name)
                 else:
-                    _unknown_name(channel, msg)
+                    handler(node, channel, msg)
                 continue
-            handler = _HANDLERS.get(kind)
-            if handler is None:
-                log.debug("ignoring %s from %s", safe_repr(msg), channel.peer.name)
-                continue
-            handler(node, channel, msg)
+            if proc is not None:
+                proc.mailbox.put_from(msg.message, channel, size)
         except Exception:
             # a bug in handling one message must not take the connection down
             log.exception("handling %s from %s failed", safe_repr(msg), channel.peer.name)
-
-
-def _send(node: Node, channel: Channel, msg: c.Send | c.SendSender) -> None:
-    node.deliver_from(msg.to_pid, msg.message, channel)
-
-
-def _reg_send(node: Node, channel: Channel, msg: c.RegSend | c.RegSendTt) -> None:
-    proc = node.registry.whereis(msg.to_name)
-    if proc is not None:
-        proc.mailbox.put_from(msg.message, channel, channel.current_size)
-    else:
-        _unknown_name(channel, msg)
-
-
-def _unknown_name(channel: Channel, msg: c.RegSend | c.RegSendTt) -> None:
-    log.debug("%s sent to unknown name %s: dropped", channel.peer.name, msg.to_name)
 
 
 def _alias_send(node: Node, channel: Channel, msg: c.AliasSend) -> None:
@@ -207,12 +195,6 @@ def _spawn_reply(node: Node, channel: Channel, msg: c.SpawnReply) -> None:
 
 # The seq-trace (*_TT) variants carry the same fields plus a token, which we do not trace.
 _HANDLERS: dict[type, Callable[[Node, Channel, Any], None]] = {
-    c.Send: _send,
-    c.SendSender: _send,
-    c.SendTt: _send,
-    c.SendSenderTt: _send,
-    c.RegSend: _reg_send,
-    c.RegSendTt: _reg_send,
     c.AliasSend: _alias_send,
     c.AliasSendTt: _alias_send,
     c.AltactSigSend: _altact,
