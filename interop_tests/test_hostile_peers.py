@@ -692,7 +692,6 @@ def compressed_zeros(size: int) -> bytes:
     return encode(bytes(size), compressed=9)
 
 
-@pytest.mark.xfail(strict=True, reason=OFFLOAD_BY_WIRE_SIZE)
 async def test_a_compressed_term_inflating_1000x_is_taken_without_stalling(
         py: Node, bystander: Bystander) -> None:
     # Legal (the BEAM takes it too, up to the packet limit): it must cost no more than the
@@ -718,7 +717,6 @@ async def test_a_compressed_term_inflating_1000x_is_taken_without_stalling(
     assert lag.worst < STALL_BOUND
 
 
-@pytest.mark.xfail(strict=True, reason=FLOW_BY_WIRE_SIZE)
 async def test_compressed_messages_count_inflated_against_the_read_pause(
         py: Node, bystander: Bystander) -> None:
     # Six bombs are 400 KiB on the wire but 384 MiB in mailboxes: reading must pause once

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from pyerl_node.proto import control as c
 from pyerl_node.proto import etf
 from pyerl_node.proto.connection import Connection, ConnectionState, Event
+from pyerl_node.proto.deferred import DeferredMessage
 from pyerl_node.proto.errors import (
     DecodeError,
     EncodeError,
@@ -704,3 +705,55 @@ def test_malformed_control_tuples_are_described_briefly() -> None:
         body = bytes((131, 68, 0)) + etf.encode((1, P1, bad_field))[1:]
         error = fails(conn(FULL), packet(body), match="LINK|Link")
         assert len(str(error.error)) < 400
+
+
+BIG = bytes(3 << 20)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_payload_inflating_past_the_inline_limit_comes_out_deferred(mode: str) -> None:
+    # The control message is decoded, the compressed payload is not: resolve() inflates it
+    # (elsewhere, off the loop) to the message the inline decoding gives.
+    flags = MODES[mode]
+    msgs = [c.RegSend(P1, Atom("inbox"), BIG), c.SendSender(P1, P2, BIG),
+            c.RegSend(P1, Atom("inbox"), BIG)]  # (the third: a remembered control tuple)
+    frames = []
+    for msg in msgs:
+        sender = conn(flags, fragment_size=len(BIG) * 2)  # (one fragment: it is rewritten)
+        sender.send(msg)
+        frame = bytes(sender.data_to_send()[0])
+        at = frame.index(etf.encode(BIG)[1:6])
+        frames.append(packet(frame[4:at] + etf.encode(BIG, compressed=9)[1:]))
+    receiver = conn(flags, inline_inflate_limit=1 << 20)
+    deferred = receiver.receive_data(b"".join(frames), 0.0)
+    assert receiver.deferred == 3
+    assert all(isinstance(d, DeferredMessage) and d.size == len(BIG) + 5 for d in deferred)
+    assert [d.resolve() for d in deferred if isinstance(d, DeferredMessage)] == msgs
+    # Below the limit, or with none given, it is inflated at once.
+    assert conn(flags, inline_inflate_limit=len(BIG) + 5).receive_data(frames[0], 0.0) == \
+        msgs[:1]
+    assert conn(flags).receive_data(frames[0], 0.0) == msgs[:1]
+
+
+def test_a_deferred_payload_is_checked_when_it_is_resolved() -> None:
+    ctrl = etf.encode((6, P1, Atom(""), Atom("inbox")))[1:]
+    zipped = etf.encode(BIG, compressed=9)[1:]
+    receiver = conn(FULL, inline_inflate_limit=1 << 20)
+    cases = {
+        "less than": zipped[:1] + (len(BIG) + 6).to_bytes(4, "big") + zipped[5:],
+        "bytes after the payload": zipped + b"\x6a",
+    }
+    for why, payload in cases.items():
+        (deferred,) = receiver.receive_data(packet(bytes((131, 68, 0)) + ctrl + payload), 0.0)
+        assert isinstance(deferred, DeferredMessage)
+        with pytest.raises(RemoteProtocolError, match=why):
+            deferred.resolve()
+    # An operation nobody knows is refused when its payload is there to show.
+    unknown = etf.encode((99, P1))[1:]
+    (deferred,) = receiver.receive_data(packet(bytes((131, 68, 0)) + unknown + zipped), 0.0)
+    assert isinstance(deferred, DeferredMessage)
+    with pytest.raises(RemoteProtocolError, match="unknown control operation 99"):
+        deferred.resolve()
+    # A claim past the frame limit is refused at once, not deferred.
+    small = conn(FULL, inline_inflate_limit=1 << 20, max_message_size=2 << 20)
+    fails(small, packet(bytes((131, 68, 0)) + ctrl + zipped), match="limit")

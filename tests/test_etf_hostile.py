@@ -395,3 +395,16 @@ def test_a_map_key_whose_entries_collide_freezes_in_linear_time() -> None:
         term = etf.decode(data)
     (key,) = term
     assert isinstance(key, FrozenMap) and len(key) == 20_000 and term[key] is Atom("ok")
+
+
+def test_a_big_compressed_term_inflates_in_steps_to_the_same_term_and_end() -> None:
+    # Past the inflate step (4 MiB) a term is inflated in pieces, so that other threads run
+    # meanwhile; the term, the offset after it and every refusal are those of one piece.
+    term = [bytes(3 << 20), b"x" * (3 << 20), list(range(1000))]
+    packed = etf.encode(term, compressed=1)
+    assert etf.decode_from(packed + b"\x61\x07", 1) == (term, len(packed))
+    inner = etf.encode(term)[1:]
+    stream = zlib.compress(inner, 1)
+    for claim, why in ((len(inner) + (1 << 20), "less"), (len(inner) - (1 << 20), "more")):
+        fails(b"\x83\x50" + U32(claim) + stream, tag=etf.COMPRESSED, match=why)
+    fails(b"\x83\x50" + U32(len(inner)) + stream[:len(stream) // 2], tag=etf.COMPRESSED)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pyerl_node.node import Node
+from pyerl_node.proto import etf
 from pyerl_node.proto.terms import Atom
 from pyerl_node.runtime import channel as channel_module
 from pyerl_node.runtime.channel import Channel
@@ -88,3 +89,69 @@ async def test_small_reads_stay_on_the_loop(pair: tuple[Node, Node],
     for i in range(200):
         await b.send((Atom("small"), a.node_atom), i)
     assert [await box.receive(timeout=5) for _ in range(200)] == list(range(200))
+
+
+def _reg_send(sender: Node, name: str, payload: bytes) -> bytes:
+    """A REG_SEND packet in header mode (no atom cache refs) with an encoded ``payload``."""
+    ctrl = etf.encode((6, sender.mailbox().pid, Atom(""), Atom(name)))[1:]
+    body = bytes((131, 68, 0)) + ctrl + payload
+    return len(body).to_bytes(4, "big") + body
+
+
+async def test_compressed_messages_are_inflated_off_the_loop_in_order_and_counted_inflated(
+        pair: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    # A small packet whose payload inflates past OFFLOAD_AT leaves the loop to inflate, and
+    # waits in the mailbox for what it holds, not for its few wire bytes.
+    a, b = pair
+    box = a.mailbox(name="zipped")
+    assert await b.ping(a.node_atom)
+    inbound = _channel(a, b)
+    offloaded: list[int] = []
+    submit = channel_module._DECODERS.submit
+
+    def counting(fn: Any, args: Any, done: Any) -> None:
+        offloaded.append(1)
+        submit(fn, args, done)
+
+    monkeypatch.setattr(channel_module._DECODERS, "submit", counting)
+    big = bytes(4 * channel_module.OFFLOAD_AT)
+    bomb = etf.encode(big, compressed=9)[1:]
+    assert len(bomb) < 10_000
+    read = b"".join([_reg_send(b, "zipped", etf.encode("before")[1:]),
+                     _reg_send(b, "zipped", bomb),
+                     _reg_send(b, "zipped", etf.encode("after")[1:])])
+    inbound._received(read)  # one read: what follows the compressed message waits for it
+    assert len(box.mailbox) == 1
+    async with asyncio.timeout(10):
+        while len(box.mailbox) < 3:
+            await asyncio.sleep(0.01)
+    assert offloaded == [1]
+    assert inbound.undelivered >= len(big)  # counted inflated
+    assert [await box.receive(timeout=1) for _ in range(3)] == [b"before", big, b"after"]
+    assert inbound.undelivered == 0
+
+
+@pytest.mark.parametrize("bad", ["inflates to less", "a bad packet after it"])
+async def test_a_bad_packet_behind_a_compressed_message_ends_the_connection_after_it(
+        pair: tuple[Node, Node], bad: str) -> None:
+    a, b = pair
+    box = a.mailbox(name="zipped")
+    assert await b.ping(a.node_atom)
+    inbound = _channel(a, b)
+    big = bytes(2 * channel_module.OFFLOAD_AT)
+    bomb = etf.encode(big, compressed=9)[1:]
+    packets = [_reg_send(b, "zipped", etf.encode("before")[1:])]
+    if bad == "inflates to less":  # the claim is checked off the loop: it fails there
+        packets.append(_reg_send(b, "zipped", bomb[:1] + (len(big) + 10).to_bytes(4, "big")
+                                 + bomb[5:]))
+        delivered = [b"before"]
+    else:
+        packets += [_reg_send(b, "zipped", bomb), b"\x00\x00\x00\x05hello"]
+        delivered = [b"before", big]
+    packets.append(_reg_send(b, "zipped", etf.encode("after")[1:]))
+    inbound._received(b"".join(packets))
+    async with asyncio.timeout(10):
+        while not inbound._closed:
+            await asyncio.sleep(0.01)
+    assert [await box.receive(timeout=1) for _ in delivered] == delivered
+    assert len(box.mailbox) == 0  # nothing after the bad packet

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import struct
 from enum import Enum
+from functools import partial
 from typing import Final, TypeAlias
 
 from pyerl_node.proto.control import (
@@ -74,6 +75,7 @@ from pyerl_node.proto.control import (
     to_terms,
 )
 from pyerl_node.proto.control_memo import PrefixMemo, head_end
+from pyerl_node.proto.deferred import Builder, DeferredMessage, end_error
 from pyerl_node.proto.dist_header import (
     DIST_FRAG_CONT,
     DIST_FRAG_HEADER,
@@ -149,7 +151,7 @@ class ConnectionState(Enum):
     FAILED = "failed"
 
 
-Event: TypeAlias = ControlMessage
+Event: TypeAlias = ControlMessage | DeferredMessage
 
 
 class Connection:
@@ -160,7 +162,10 @@ class Connection:
     the bytes of one outbound fragment. ``max_message_size`` bounds an inbound packet, what
     a compressed term in it may inflate to, and the bytes held for incomplete fragmented
     messages (all together);
-    ``max_pending_fragments`` bounds how many of those may be open at once.
+    ``max_pending_fragments`` bounds how many of those may be open at once. A payload that
+    is a compressed term declaring more than ``inline_inflate_limit`` bytes is not inflated:
+    its message comes out as a :class:`~pyerl_node.proto.deferred.DeferredMessage` (and
+    :attr:`deferred` counts up), for the runtime to inflate elsewhere.
     """
 
     def __init__(
@@ -175,6 +180,7 @@ class Connection:
         fragment_size: int = 64 * 1024,
         max_message_size: int = MAX_FRAME,
         max_pending_fragments: int = 256,
+        inline_inflate_limit: int | None = None,
     ) -> None:
         if net_ticktime <= 0 or tick_intensity < 1:
             raise LocalProtocolError(
@@ -192,6 +198,10 @@ class Connection:
         self._fragments = bool(flags & DistFlag.FRAGMENTS)
         self._fragment_size = fragment_size
         self._max_packet = max_message_size
+        self._inline_inflate = (max_message_size if inline_inflate_limit is None
+                                else inline_inflate_limit)
+        #: how many messages came out deferred (compressed) so far
+        self.deferred = 0
         self._net_ticktime = net_ticktime
         self._tick_period = net_ticktime / tick_intensity
         # Inbound: the received bytes of an incomplete packet (and how many bytes they must
@@ -351,13 +361,14 @@ class Connection:
                     f"expected 131 before the payload at offset {offset - start}, "
                     f"got {buf[offset]}"
                 )
+            if offset + 1 < end and buf[offset + 1] == COMPRESSED:
+                deferred = self._deferred(buf, offset + 1, end, [], partial(_message, ctrl))
+                if deferred is not None:
+                    return deferred
             payload, offset = decode_from(buf, offset + 1, max_decompressed_size=limit)
         if offset != end:
-            raise _end_error(offset, end)
-        decoded = from_terms(ctrl, payload)
-        if isinstance(decoded, UnknownControl):
-            raise _unknown_operation(ctrl)
-        return decoded
+            raise end_error(offset, end)
+        return _message(ctrl, payload)
 
     def _header_packet(self, buf: bytes, start: int, end: int) -> Event | None:
         if end - start < 3 or buf[start] != VERSION:
@@ -388,9 +399,7 @@ class Connection:
             return self._decode_message(data, 0, len(data), refs)
         raise RemoteProtocolError(f"unknown distribution header type {kind} after 131")
 
-    def _decode_message(
-        self, buf: bytes, offset: int, end: int, refs: list[Atom]
-    ) -> ControlMessage:
+    def _decode_message(self, buf: bytes, offset: int, end: int, refs: list[Atom]) -> Event:
         # Control message and payload follow the header without their 131 bytes.
         if offset >= end:
             raise RemoteProtocolError(
@@ -401,11 +410,15 @@ class Connection:
         if known is not None:
             builder, after = known
             if after < end:
+                if buf[after] == COMPRESSED:
+                    deferred = self._deferred(buf, after, end, refs, builder)
+                    if deferred is not None:
+                        return deferred
                 message, after = decode_from(buf, after, atom_cache=refs,
                                              max_decompressed_size=limit)
                 if after == end:
                     return builder(message)
-            raise _end_error(after, end) if after != end else RemoteProtocolError(
+            raise end_error(after, end) if after != end else RemoteProtocolError(
                 "a send operation without its message")
         ctrl: Term
         head = self._known_heads.lookup(buf, offset, refs)
@@ -423,18 +436,33 @@ class Connection:
         payload: Term = NO_PAYLOAD
         after = ctrl_end
         if after < end:
+            if buf[after] == COMPRESSED:
+                deferred = self._deferred(buf, after, end, refs, partial(_message, ctrl))
+                if deferred is not None:
+                    return deferred
             payload, after = decode_from(buf, after, atom_cache=refs,
                                          max_decompressed_size=limit)
         if after != end:
-            raise _end_error(after, end)
-        decoded = from_terms(ctrl, payload)
-        if isinstance(decoded, UnknownControl):
-            raise _unknown_operation(ctrl)
+            raise end_error(after, end)
+        decoded = _message(ctrl, payload)
         if payload is not NO_PAYLOAD:
             build = payload_builder(ctrl)
             if build is not None:
                 self._known_ctrl.remember(buf, offset, ctrl_end, refs, build)
         return decoded
+
+    def _deferred(self, buf: bytes, at: int, end: int, refs: list[Atom],
+                  build: Builder) -> DeferredMessage | None:
+        """The message left compressed, if its payload (the compressed term at ``buf[at]``)
+        declares more than the inline limit; not past the frame limit, which the inline
+        decoding refuses at once."""
+        if end - at < 5:
+            return None
+        (size,) = _LENGTH.unpack_from(buf, at + 1)
+        if not self._inline_inflate < size <= self._max_packet:
+            return None
+        self.deferred += 1
+        return DeferredMessage(build, buf[at:end], refs, self._max_packet, size)
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -602,7 +630,8 @@ def _frame_error(exc: RemoteProtocolError, peer: str, events: list[Event]) -> Fr
     return FrameError(text, peer=peer, error=exc.with_traceback(None), events=tuple(events))
 
 
-def _end_error(offset: int, end: int) -> RemoteProtocolError:
-    if offset > end:
-        return RemoteProtocolError(f"the terms run {offset - end} bytes past the packet's end")
-    return RemoteProtocolError(f"{end - offset} bytes after the payload")
+def _message(ctrl: Term, payload: Term) -> ControlMessage:
+    decoded = from_terms(ctrl, payload)
+    if isinstance(decoded, UnknownControl):
+        raise _unknown_operation(decoded.control)
+    return decoded

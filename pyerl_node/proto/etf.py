@@ -97,6 +97,7 @@ DEFAULT_MAX_DECOMPRESSED_SIZE: Final = MAX_FRAME
 NEW_FLOAT: Final = 70
 BIT_BINARY: Final = 77
 COMPRESSED: Final = 80
+_INFLATE_STEP: Final = 4 * 1024 * 1024  # output of one zlib call on a big compressed term
 ATOM_CACHE_REF: Final = 82
 NEW_PID: Final = 88
 NEW_PORT: Final = 89
@@ -268,7 +269,9 @@ def _inflate(buf: bytes, pos: int, max_size: int) -> tuple[bytes, int]:
     inflater = zlib.decompressobj()
     try:
         # max_length bounds the output: a zlib bomb stops at size + 1 bytes.
-        inner = inflater.decompress(memoryview(buf)[pos + 5 :], size + 1)
+        inner = inflater.decompress(memoryview(buf)[pos + 5 :], min(size + 1, _INFLATE_STEP))
+        if len(inner) == _INFLATE_STEP and not inflater.eof:
+            inner = _inflate_rest(inflater, inner, size + 1)
     except zlib.error as exc:
         raise DecodeError(f"bad zlib data: {exc}", offset=pos, tag=COMPRESSED) from None
     if len(inner) != size or not inflater.eof:
@@ -281,6 +284,20 @@ def _inflate(buf: bytes, pos: int, max_size: int) -> tuple[bytes, int]:
     if size == 0:
         raise DecodeError("compressed term is empty", offset=pos, tag=COMPRESSED)
     return inner, len(buf) - len(inflater.unused_data)
+
+
+def _inflate_rest(inflater: zlib._Decompress, first: bytes, most: int) -> bytes:
+    """The rest of a big compressed term, after its ``first`` step, up to ``most`` bytes in
+    all. In steps: zlib lets other threads run while it inflates but not while it builds
+    its output, so one call for a big term would hold the event loop for its whole output."""
+    pieces, got = [first], len(first)
+    while not inflater.eof and got < most:
+        piece = inflater.decompress(inflater.unconsumed_tail, min(most - got, _INFLATE_STEP))
+        if not piece:
+            break
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)
 
 
 def _too_many(count: int, what: str, pos: int, tag: int) -> DecodeError:

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, cast
+from functools import partial
+from typing import Any, Protocol, TypeAlias, cast
 
-from pyerl_node.proto.connection import Connection
+from pyerl_node.proto.connection import Connection, Event
 from pyerl_node.proto.control import ControlMessage
+from pyerl_node.proto.deferred import DeferredMessage
 from pyerl_node.proto.errors import (
     ConnectionLost,
     EpmdError,
@@ -71,7 +74,8 @@ _MESSAGE_OVERHEAD = 64
 #: mailboxes, and resumes below FLOW_LOW.
 FLOW_HIGH = 64 * 1024 * 1024
 FLOW_LOW = 32 * 1024 * 1024
-#: A read that may complete this much (a big packet, or fragments) is decoded off the loop.
+#: A read that may complete this much (a big packet, or fragments) is decoded off the loop,
+#: and so is a compressed payload that inflates to more.
 #: (Above asyncio's largest read, 256 KiB: a read of small messages stays on the loop, and
 #: decoding 1 MiB of small terms takes the pure-Python codec about 100 ms.)
 OFFLOAD_AT = 1024 * 1024
@@ -80,6 +84,11 @@ _DECODING = "decoding"
 _DECODERS = Workers(max_threads=2, name="pyerl-decode")
 # The first bytes of a TLS ClientHello record, where a plain node expects a send_name.
 _TLS_RECORD = b"\x16\x03"
+
+
+# What waits to be delivered behind a deferred message: messages, deferred messages, and the
+# error of a bad packet after them (delivered in this order).
+_Held: TypeAlias = ControlMessage | DeferredMessage | BaseException
 
 
 class PeerWinsSimultaneousError(HandshakeError):
@@ -155,6 +164,8 @@ class Channel(asyncio.Protocol):
         self._decoding = False
         self._backlog: list[bytes] = []  # reads that came while a big one was decoded
         self._backlog_bytes = 0
+        self._held: deque[_Held] = deque()  # the rest of a read with deferred messages
+        self._held_share = 0  # the accounted size of each plain message held
 
     @property
     def where(self) -> str:
@@ -263,7 +274,7 @@ class Channel(asyncio.Protocol):
                 return
             self._handshake_data(data)
             return
-        if self._decoding:  # a big packet is being decoded: later bytes wait, in order
+        if self._decoding or self._held:  # a big packet is being decoded: later bytes wait
             self._backlog.append(data)
             self._backlog_bytes += len(data)
             if self._backlog_bytes >= OFFLOAD_AT:  # bounded: reading waits for the decode
@@ -272,17 +283,21 @@ class Channel(asyncio.Protocol):
         if len(data) + conn.incomplete_packet_size + conn.pending_fragment_bytes >= OFFLOAD_AT:
             self._decode_off_loop(conn, data)
             return
-        held = conn.buffered_bytes
+        held, deferred = conn.buffered_bytes, conn.deferred
         try:
             events = conn.receive_data(data, self._loop.time())
         except FrameError as exc:
-            self._dispatch(exc.events, len(data))  # what came before the bad packet counts
-            self._fail(exc)
+            # what came before the bad packet counts
+            self._deliver(exc.events, len(data), exc)
             return
         except RemoteProtocolError as exc:
             self._fail(exc)
             return
-        self._dispatch(events, len(data) + held - conn.buffered_bytes)
+        size = len(data) + held - conn.buffered_bytes
+        if conn.deferred != deferred:
+            self._deliver(events, size, None)
+            return
+        self._dispatch(cast(list[ControlMessage], events), size)  # (no deferred one in it)
         # Answers produced while dispatching (rpc replies, noproc DOWNs...) leave now,
         # one write for the whole chunk, without waiting for another loop iteration.
         self.flush()
@@ -296,7 +311,7 @@ class Channel(asyncio.Protocol):
         self._decoding = True
         held = conn.buffered_bytes
 
-        def decode() -> tuple[list[ControlMessage], int]:
+        def decode() -> tuple[list[Event], int]:
             events = conn.receive_data(data, self._loop.time())
             return events, len(data) + held - conn.buffered_bytes
 
@@ -304,21 +319,68 @@ class Channel(asyncio.Protocol):
 
     def _decoded(self, ok: bool, outcome: Any) -> None:
         self._decoding = False
-        if _DECODING in self._pauses:
-            self._resume(_DECODING)
         if self._closed:
             return
         if not ok:
             if isinstance(outcome, FrameError):
-                self._dispatch(outcome.events, 0)
-            self._fail(outcome)
+                self._deliver(outcome.events, 0, outcome)
+            else:
+                self._fail(outcome)
             return
         events, size = outcome
-        self._dispatch(events, size)
+        self._deliver(events, size, None)
+
+    def _deliver(self, events: Sequence[Event], size: int, error: BaseException | None) -> None:
+        """Deliver a read's messages in order, its deferred ones inflated off the loop one at
+        a time (each counted by its inflated size), then fail with ``error`` if there is one.
+        What follows a deferred message waits, and so do later reads."""
+        held = self._held
+        held.extend(events)
+        plain = sum(not isinstance(event, DeferredMessage) for event in events)
+        self._held_share = size // plain if plain else 0
+        if error is not None:
+            held.append(error)
+        self._drain_held()
+
+    def _drain_held(self) -> None:
+        held = self._held
+        while held and not self._decoding and not self._closed:
+            if _FLOW in self._pauses:
+                return  # mailboxes are full: delivered() goes on once they drain
+            first = held[0]
+            if isinstance(first, DeferredMessage):
+                held.popleft()
+                self._decoding = True
+                _DECODERS.submit(first.resolve, (), partial(self._resolved, first.size))
+                return
+            if isinstance(first, BaseException):
+                held.clear()
+                self._fail(first)
+                return
+            run: list[ControlMessage] = []
+            while held and not isinstance(held[0], DeferredMessage | BaseException):
+                run.append(cast(ControlMessage, held.popleft()))
+            self._dispatch(run, self._held_share * len(run))
         self.flush()
-        backlog, self._backlog, self._backlog_bytes = self._backlog, [], 0
-        if backlog:
+        if held or self._decoding or self._closed:
+            return
+        if _DECODING in self._pauses:  # (the backlog is taken now: reading may go on)
+            self._resume(_DECODING)
+        if self._backlog:
+            backlog, self._backlog, self._backlog_bytes = self._backlog, [], 0
             self._received(backlog[0] if len(backlog) == 1 else b"".join(backlog))
+
+    def _resolved(self, size: int, ok: bool, outcome: Any) -> None:
+        """A deferred message was inflated (or failed to)."""
+        self._decoding = False
+        if self._closed:
+            return
+        if not ok:
+            self._held.clear()  # (what came after the bad packet is not delivered)
+            self._fail(outcome)
+            return
+        self._dispatch((outcome,), size)
+        self._drain_held()
 
     def _dispatch(self, events: Sequence[ControlMessage], size: int) -> None:
         if not events:
@@ -344,6 +406,8 @@ class Channel(asyncio.Protocol):
         if self.undelivered < FLOW_LOW and _FLOW in self._pauses:
             log.info("connection to %s: reading resumes", self.peer.name)
             self._resume(_FLOW)
+            if self._held:  # (not from inside a mailbox's receive)
+                self._loop.call_soon(self._drain_held)
 
     def _pause(self, why: str) -> None:
         if not self._pauses and self._transport is not None and not self._closed:
@@ -440,6 +504,7 @@ class Channel(asyncio.Protocol):
             flags=event.flags,
             now=now,
             net_ticktime=self.node.net_ticktime,
+            inline_inflate_limit=OFFLOAD_AT,
         )
         self._handshake = None
         self.handshake_done.set_result(None)
@@ -547,7 +612,7 @@ class Channel(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         assert self._conn is not None
-        if self._pauses or self._decoding:  # its bytes wait on us: its silence is ours
+        if self._pauses or self._decoding or self._held:  # its bytes wait on us
             self._conn.peer_alive(self._loop.time())
         try:
             self._conn.handle_timer(self._loop.time())
