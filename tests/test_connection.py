@@ -144,6 +144,7 @@ def test_replay_stream(name: str) -> None:
             assert len(events) == 1, where
             event = events[0]
             assert type(event) is OP_NAMES[expected], where
+            assert not isinstance(event, DeferredMessage)
             ctrl, payload = c.to_terms(event)
             assert_rendered(ctrl, frame["ctrl"])
             if frame.get("msg") is not None:
@@ -715,8 +716,9 @@ def test_a_payload_inflating_past_the_inline_limit_comes_out_deferred(mode: str)
     # The control message is decoded, the compressed payload is not: resolve() inflates it
     # (elsewhere, off the loop) to the message the inline decoding gives.
     flags = MODES[mode]
-    msgs = [c.RegSend(P1, Atom("inbox"), BIG), c.SendSender(P1, P2, BIG),
-            c.RegSend(P1, Atom("inbox"), BIG)]  # (the third: a remembered control tuple)
+    msgs: list[c.ControlMessage] = [
+        c.RegSend(P1, Atom("inbox"), BIG), c.SendSender(P1, P2, BIG),
+        c.RegSend(P1, Atom("inbox"), BIG)]  # (the third: a remembered control tuple)
     frames = []
     for msg in msgs:
         sender = conn(flags, fragment_size=len(BIG) * 2)  # (one fragment: it is rewritten)
