@@ -759,3 +759,33 @@ def test_a_deferred_payload_is_checked_when_it_is_resolved() -> None:
     # A claim past the frame limit is refused at once, not deferred.
     small = conn(FULL, inline_inflate_limit=1 << 20, max_message_size=2 << 20)
     fails(small, packet(bytes((131, 68, 0)) + ctrl + zipped), match="limit")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_stream_of_sends_reuses_its_frame_start_only_for_the_same_ends(mode: str) -> None:
+    # The last send's header and control tuple are reused while sender and destination are
+    # the same objects; equal new objects, another destination or kind encode afresh, and a
+    # payload that cannot be encoded leaves nothing behind.
+    p2_again = Pid(Atom("py@vm"), 2, 0, 6)
+    sends: list[c.ControlMessage] = [
+        c.SendSender(P1, P2, 1), c.SendSender(P1, P2, 2), c.SendSender(P1, p2_again, 3),
+        c.SendSender(P2, P1, 4), c.RegSend(P1, Atom("sink"), 5), c.RegSend(P1, Atom("sink"), 6),
+        c.RegSend(P1, Atom("other"), 7), c.Send(P2, 8), c.Send(P2, 9), c.SendSender(P1, P2, 10)]
+    sender = conn(MODES[mode])
+    for msg in sends:
+        sender.send(msg)
+        with pytest.raises(EncodeError):
+            sender.send(c.SendSender(P1, P2, object()))
+    stream = bytes(sender.data_to_send()[0])
+    for msg in sends:  # byte for byte what a fresh connection sends
+        fresh = conn(MODES[mode])
+        fresh.send(msg)
+        chunk = bytes(fresh.data_to_send()[0])
+        assert stream.startswith(chunk), msg
+        stream = stream[len(chunk):]
+    assert stream == b""
+    no_sender = conn(MODES[mode] & ~DistFlag.SEND_SENDER)
+    for _ in range(2):  # refused every time, not only before a first success
+        with pytest.raises(LocalProtocolError, match="SEND_SENDER"):
+            no_sender.send(c.SendSender(P1, P2, 1))
+    assert no_sender.pending_bytes == 0

@@ -42,7 +42,7 @@ from __future__ import annotations
 import struct
 from enum import Enum
 from functools import partial
-from typing import Final, TypeAlias
+from typing import Final, TypeAlias, cast
 
 from pyerl_node.proto.control import (
     NO_PAYLOAD,
@@ -214,6 +214,7 @@ class Connection:
         self._known_ctrl: PrefixMemo[PayloadBuilder] = PrefixMemo()
         self._known_heads: PrefixMemo[tuple[Term, ...]] = PrefixMemo()
         self._sent_ctrl: dict[tuple[Term, ...], bytes] = {}
+        self._last_send: tuple[type | None, object, object, bytes] = (None, None, None, b"")
         self._assembler = FragmentAssembler(
             max_bytes=max_message_size, max_sequences=max_pending_fragments
         )
@@ -472,24 +473,19 @@ class Connection:
         Raises LocalProtocolError if the negotiated flags do not allow ``msg``, EncodeError
         if it holds a value with no external term form (nothing is queued then).
         """
-        self._check_open("send")
-        required = _REQUIRED_FLAG.get(type(msg))
-        # plain int test: IntFlag's & runs in Python and costs more than the check is worth
-        if required is not None and not self._flag_bits & required.value:
-            raise LocalProtocolError(
-                f"{type(msg).__name__} needs {required.name}, which {self.peer_node} "
-                "did not negotiate"
-            )
+        if self.state is not ConnectionState.OPEN:
+            self._check_open("send")
+        if type(msg) in _REPEATED and self._header_mode:
+            self._send_repeated(msg)
+            return
+        self._check_flags(msg)
         ctrl, payload = to_terms(msg)
         out = self._out
         start = len(out)
         try:
             if self._header_mode:
                 out += _HEADER_FRAME_START
-                kind = type(msg)
-                if kind in _REPEATED:
-                    self._encode_ctrl(ctrl, out, whole=True)
-                elif kind in _HEAD_REPEATED:
+                if type(msg) in _HEAD_REPEATED:
                     self._encode_ctrl(ctrl, out, whole=False)
                 else:
                     encode_into(ctrl, out)
@@ -504,6 +500,49 @@ class Connection:
         except BaseException:
             del out[start:]
             raise
+        self._end_frame(start)
+
+    def _send_repeated(self, msg: ControlMessage) -> None:
+        # A stream of sends repeats its sender and destination: the frame start of the last
+        # one (header and control tuple) is reused while they are the same objects, with no
+        # control tuple to build, hash or encode.
+        a: object
+        b: object
+        if type(msg) is SendSender:
+            a, b, payload = msg.from_pid, msg.to_pid, msg.message
+        elif type(msg) is RegSend:
+            a, b, payload = msg.from_pid, msg.to_name, msg.message
+        else:
+            send = cast(Send, msg)
+            a, b, payload = None, send.to_pid, send.message
+        last = self._last_send
+        if last[0] is not type(msg) or last[1] is not a or last[2] is not b:
+            self._check_flags(msg)
+            head = bytearray(_HEADER_FRAME_START)
+            self._encode_ctrl(to_terms(msg)[0], head, whole=True)
+            last = self._last_send = (type(msg), a, b, bytes(head))
+        out = self._out
+        start = len(out)
+        out += last[3]
+        try:
+            encode_into(payload, out)
+        except BaseException:
+            del out[start:]
+            raise
+        self._end_frame(start)
+
+    def _check_flags(self, msg: ControlMessage) -> None:
+        required = _REQUIRED_FLAG.get(type(msg))
+        # plain int test: IntFlag's & runs in Python and costs more than the check is worth
+        if required is not None and not self._flag_bits & required.value:
+            raise LocalProtocolError(
+                f"{type(msg).__name__} needs {required.name}, which {self.peer_node} "
+                "did not negotiate"
+            )
+
+    def _end_frame(self, start: int) -> None:
+        # the frame encoded at ``start``: its length, or cut into fragments if it is big
+        out = self._out
         length = len(out) - start - 4
         if self._fragments and length - _NORMAL_HEADER_SIZE > self._fragment_size:
             self._refragment(start)

@@ -150,7 +150,8 @@ class Channel(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._paused_writing = False
+        #: the socket's buffer is past its high-water mark: senders ``drain`` first
+        self.paused_writing = False
         #: the peer's (address, port), once connected
         self.address: tuple[str, int] | None = None
         #: why the connection ended, for the log line that says it went down
@@ -439,10 +440,10 @@ class Channel(asyncio.Protocol):
         self.node.channel_down(self)
 
     def pause_writing(self) -> None:
-        self._paused_writing = True
+        self.paused_writing = True
 
     def resume_writing(self) -> None:
-        self._paused_writing = False
+        self.paused_writing = False
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
 
@@ -583,7 +584,7 @@ class Channel(asyncio.Protocol):
 
     async def drain(self) -> None:
         """Wait while the socket's outbound buffer is above its high-water mark."""
-        if self._paused_writing and not self._closed:
+        if self.paused_writing and not self._closed:
             waiter = self._drain_waiter
             if waiter is None or waiter.done():
                 waiter = self._drain_waiter = self._loop.create_future()

@@ -319,7 +319,7 @@ class Kernel:
 
     def resolve(self, dest: Destination) -> tuple[Atom | None, Term]:
         """Split a destination into (remote node or None for local, pid/name/alias)."""
-        if isinstance(dest, Pid | Reference):
+        if type(dest) is Pid or isinstance(dest, Reference):  # (a pid first: the most usual)
             return (None if dest.node is self.node_atom else dest.node), dest
         if isinstance(dest, Atom | str):
             return None, as_atom(dest)
@@ -340,7 +340,8 @@ class Kernel:
         channel = self._channels.get(node) or await self.connect_channel(node)
         from_pid = sender or self.system_pid()
         channel.send(self._remote_send_message(channel, from_pid, target, message), flush)
-        await channel.drain()
+        if channel.paused_writing:  # (no coroutine to await otherwise)
+            await channel.drain()
 
     def send_noconnect(self, dest: Destination, message: Term, *,
                        sender: Pid | None = None) -> bool:
@@ -365,7 +366,7 @@ class Kernel:
     def _remote_send_message(
         self, channel: Channel, from_pid: Pid, target: Term, message: Term
     ) -> c.ControlMessage:
-        if isinstance(target, Pid):
+        if type(target) is Pid:
             if channel.send_sender:
                 return c.SendSender(from_pid, target, message)
             return c.Send(target, message)
