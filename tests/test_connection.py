@@ -789,3 +789,31 @@ def test_a_stream_of_sends_reuses_its_frame_start_only_for_the_same_ends(mode: s
         with pytest.raises(LocalProtocolError, match="SEND_SENDER"):
             no_sender.send(c.SendSender(P1, P2, 1))
     assert no_sender.pending_bytes == 0
+
+
+def test_decoding_size_weighs_what_a_read_would_decode() -> None:
+    # The runtime decodes a read elsewhere when it would decode much: the packets it
+    # completes and the fragmented messages it ends, not the start of a big one.
+    big = c.RegSend(P1, Atom("inbox"), bytes(300_000))
+    whole = conn(HDR_ONLY)
+    whole.send(big)
+    frame = bytes(whole.data_to_send()[0])
+    receiver = conn(HDR_ONLY)
+    assert receiver.decoding_size(TICK + frame) == len(frame) - 4
+    reads = [frame[:2], frame[2:100_000], frame[100_000:200_000], frame[200_000:]]
+    for i, read in enumerate(reads):
+        weight = receiver.decoding_size(read)
+        assert (weight >= len(frame) - 4) if i == len(reads) - 1 else weight == 0, i
+        assert receiver.receive_data(read, 0.0) == ([big] if i == len(reads) - 1 else [])
+    cut = conn(FULL, fragment_size=64 * 1024)
+    cut.send(big)
+    stream = bytes(cut.data_to_send()[0])
+    receiver = conn(FULL)
+    pos, weights = 0, []
+    while pos < len(stream):  # one fragment per read: only the last one weighs
+        end = pos + 4 + int.from_bytes(stream[pos:pos + 4], "big")
+        weights.append(receiver.decoding_size(stream[pos:end]))
+        events = receiver.receive_data(stream[pos:end], 0.0)
+        pos = end
+    assert len(weights) == 5 and weights[:-1] == [0] * 4
+    assert weights[-1] >= 300_000 and events == [big]

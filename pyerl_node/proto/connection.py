@@ -118,6 +118,10 @@ _MAX_SENT_CTRL: Final = 256
 _HEAD_OPS: Final = frozenset({19, 20})
 _HEAD_REPEATED: Final = frozenset({MonitorP, DemonitorP})
 _MAX_DESCRIPTION: Final = 200  # characters of a FrameError's description
+# A fragment's head: 131, 69 or 70, SequenceId:64, FragmentId:64 (the last fragment is 1).
+_FRAGMENT_HEAD: Final = 18
+_FRAGMENT_KINDS: Final = frozenset({DIST_FRAG_HEADER, DIST_FRAG_CONT})
+_FRAGMENT_ID = struct.Struct(">Q")
 
 # Control messages the peer understands only with a flag (docs/protocol/distribution.md §4.1, §6).
 # Sending one without it makes BEAM drop the connection, so it is refused here instead.
@@ -245,6 +249,41 @@ class Connection:
     def buffered_bytes(self) -> int:
         """Received bytes held for messages not yet complete (a packet's start, fragments)."""
         return self._pending_size + self._assembler.pending_bytes
+
+    def decoding_size(self, data: bytes) -> int:
+        """About how many bytes of messages ``receive_data(data)`` would decode: the packets
+        it completes, a fragmented message's whole size for its last fragment, nothing for
+        bytes that are only kept (a packet's start, fragments before the last). What the
+        runtime weighs to decode a read elsewhere; it reads only packet heads."""
+        n, pos, total = len(data), 0, 0
+        if self._pending:
+            missing = self._needed - self._pending_size
+            if n < missing:
+                return 0
+            first = self._pending[0]
+            if self._needed == 4:  # its length is in pieces
+                (length,) = _LENGTH.unpack_from(b"".join(self._pending) + data[:missing])
+                return 0 if n < missing + length else n + self._assembler.pending_bytes
+            if len(first) < 4 + _FRAGMENT_HEAD:  # its head is in pieces: say it all counts
+                return self._needed + n + self._assembler.pending_bytes
+            total, pos = self._packet_weight(first, 4, self._needed), missing
+        unpack = _LENGTH.unpack_from
+        while n - pos >= 4:
+            end = pos + 4 + unpack(data, pos)[0]
+            if end > n:
+                break
+            total += self._packet_weight(data, pos + 4, end)
+            pos = end
+        return total
+
+    def _packet_weight(self, buf: bytes, start: int, end: int) -> int:
+        # (``end`` may lie past ``buf``: the packet's start is all there is of it)
+        if (self._fragments and end - start >= _FRAGMENT_HEAD and buf[start] == VERSION
+                and buf[start + 1] in _FRAGMENT_KINDS):
+            if _FRAGMENT_ID.unpack_from(buf, start + 10)[0] != 1:
+                return 0  # not the last fragment: only kept
+            return end - start + self._assembler.pending_bytes
+        return end - start
 
     def peer_alive(self, now: float) -> None:
         """Count the peer as heard from at ``now``: the runtime stopped reading its bytes (they

@@ -281,7 +281,8 @@ class Channel(asyncio.Protocol):
             if self._backlog_bytes >= OFFLOAD_AT:  # bounded: reading waits for the decode
                 self._pause(_DECODING)
             return
-        if len(data) + conn.incomplete_packet_size + conn.pending_fragment_bytes >= OFFLOAD_AT:
+        if (len(data) + conn.incomplete_packet_size + conn.pending_fragment_bytes >= OFFLOAD_AT
+                and conn.decoding_size(data) >= OFFLOAD_AT):  # (not for a big one's start)
             self._decode_off_loop(conn, data)
             return
         held, deferred = conn.buffered_bytes, conn.deferred
