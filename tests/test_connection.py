@@ -817,3 +817,17 @@ def test_decoding_size_weighs_what_a_read_would_decode() -> None:
         pos = end
     assert len(weights) == 5 and weights[:-1] == [0] * 4
     assert weights[-1] >= 300_000 and events == [big]
+
+
+def test_a_frame_error_keeps_nothing_of_the_decode() -> None:
+    # The error that ended a decode is kept without its traceback and the errors it came
+    # from: their frames would keep the received bytes and all the decode built alive.
+    bad_atom = bytes((119, 1, 0xFF))  # not UTF-8: the DecodeError comes from a codec error
+    with pytest.raises(DecodeError) as direct:
+        etf.decode(b"\x83" + bad_atom)
+    assert direct.value.__context__ is not None  # (what the connection must not keep)
+    ctrl = etf.encode((6, P1, Atom(""), Atom("x")))[1:]
+    error = fails(conn(FULL), packet(bytes((131, 68, 0)) + ctrl + bad_atom), match="UTF-8")
+    assert isinstance(error.error, DecodeError)
+    assert error.error.__traceback__ is None and error.error.__context__ is None
+    assert error.error.__cause__ is None

@@ -203,3 +203,56 @@ def test_errors_name_offsets_and_tags_as_the_python_codec_does() -> None:
                  b"\x83\x5a\x00\x06\x77\x01a" + bytes(30)):
         kind, error, _, offset, _ = same("decode", data)
         assert kind == "raised" and issubclass(error, DecodeError) and offset is not None
+
+
+@compiled_only
+def test_a_long_decode_lets_other_threads_and_signal_handlers_run() -> None:
+    # The compiled loop runs no bytecode of its own: it calls into the eval loop now and
+    # then, so that a thread waiting for the GIL gets it and a signal handler runs (and
+    # what it raises comes out of decode, as from Python code).
+    import signal
+    import threading
+    import time
+
+    data = etf.encode([(Atom("row"), n, [n], float(n)) for n in range(200_000)])
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def ticker() -> None:
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    try:
+        time.sleep(0.01)
+        start = time.perf_counter()
+        etf.decode(data)
+        end = time.perf_counter()
+    finally:
+        stop.set()
+        thread.join(10)
+    during = [t for t in ticks if start < t < end]
+    assert end - start > 0.02 and len(during) >= 3, (end - start, len(during))
+
+    class AlarmError(Exception):
+        pass
+
+    def handler(signum: int, frame: object) -> None:
+        raise AlarmError
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    completed = 0
+    gc.disable()  # (else the handler may run inside a gc callback, which swallows its error)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.005)
+        with pytest.raises(AlarmError):
+            for _ in range(50):
+                etf.decode(data)
+                completed += 1
+        assert completed == 0  # raised inside the first decode, not after it
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        gc.enable()

@@ -80,6 +80,8 @@ def test_atom_limit_raises_a_typed_error() -> None:
             etf.decode(data)
         assert isinstance(wire.value, DecodeError)
         assert (wire.value.offset, wire.value.tag) == (5, etf.SMALL_ATOM_UTF8)
+        # not chained to the first error, whose frames reach the decode's (all it built)
+        assert wire.value.__context__ is None
         with pytest.raises(ValueError, match="positive"):
             terms.set_atom_limit(0)
     finally:

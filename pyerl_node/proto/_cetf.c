@@ -54,6 +54,8 @@
 #define NODE_SLOTS 256
 #define PID_SLOTS 1024
 #define STACK_START 32
+/* Values decoded between two looks at the eval loop's requests (about 1 ms of decoding). */
+#define YIELD_EVERY 4096
 
 /* ---- configuration, from setup() ------------------------------------------------------- */
 
@@ -71,6 +73,7 @@ static PyObject *leaves[256];
 static Py_ssize_t pid_cache_max, hash_checked_keys, default_max_depth, big_binary;
 static PyObject *default_max_size;
 static PyObject *empty_bytes, *str_join;
+static PyObject *py_yield; /* a Python function that does nothing: see decode_core */
 static int ready;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
@@ -480,9 +483,10 @@ typedef struct {
     Py_ssize_t filled; /* elements in a K_TUPLE so far */
 } dframe;
 
-/* One term from b[*ppos]: a new reference and *ppos after it, or NULL (take_over decides). */
+/* One term from b[*ppos]: a new reference and *ppos after it, or NULL (take_over decides,
+ * unless *raised is set: then the exception set must propagate). */
 static PyObject *decode_core(PyObject *bufobj, Py_ssize_t *ppos, PyObject *cache,
-                             Py_ssize_t max_depth)
+                             Py_ssize_t max_depth, int *raised)
 {
     const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(bufobj);
     Py_ssize_t blen = PyBytes_GET_SIZE(bufobj);
@@ -491,8 +495,28 @@ static PyObject *decode_core(PyObject *bufobj, Py_ssize_t *ppos, PyObject *cache
     Py_ssize_t sp = 0, cap = STACK_START;
     dframe cur = {K_TOP, NULL, 1, 0};
     PyObject *val = NULL;
+    unsigned steps = 0;
 
     for (;;) {
+        /* A big term keeps this loop busy for long without a bytecode, hence without the
+         * eval loop's checks: a thread waiting for the GIL (the event loop, while this runs
+         * in a decoder thread) asks for it in vain, for the whole term (10 MiB of records:
+         * ~0.7 s). Now and then a call of an empty Python function runs those checks, which
+         * hand the GIL over when it is asked for (and run signal handlers), as Python code
+         * would. (Releasing and retaking the GIL here would not: the retake wins against
+         * the woken waiter, whose wait restarts without asking again.) Between two values
+         * nothing borrowed is held: what is being built belongs to this call alone, and
+         * the caller keeps bufobj (bytes) alive. An exception from those checks (a signal
+         * handler's) is the caller's to see: *raised says so. */
+        if (++steps == YIELD_EVERY) {
+            steps = 0;
+            PyObject *r = PyObject_CallNoArgs(py_yield);
+            if (r == NULL) {
+                *raised = 1;
+                goto fail;
+            }
+            Py_DECREF(r);
+        }
         if (pos >= blen) {
             goto fail;
         }
@@ -757,7 +781,8 @@ static int depth_arg(PyObject *value, Py_ssize_t *depth)
 
 /* A compressed term at buf[pos]: its inner term (new reference) and *end, or NULL. */
 static PyObject *decode_compressed(PyObject *bufobj, Py_ssize_t pos, PyObject *cache,
-                                   Py_ssize_t depth, PyObject *max_size, Py_ssize_t *end)
+                                   Py_ssize_t depth, PyObject *max_size, Py_ssize_t *end,
+                                   int *raised)
 {
     PyObject *p = PyLong_FromSsize_t(pos);
     if (p == NULL) {
@@ -772,7 +797,7 @@ static PyObject *decode_compressed(PyObject *bufobj, Py_ssize_t pos, PyObject *c
     PyObject *term = NULL;
     if (PyBytes_CheckExact(inner)) {
         Py_ssize_t at = 0;
-        term = decode_core(inner, &at, cache, depth);
+        term = decode_core(inner, &at, cache, depth, raised);
         if (term != NULL && at != PyBytes_GET_SIZE(inner)) {
             Py_CLEAR(term);
         }
@@ -787,6 +812,7 @@ static PyObject *c_decode(PyObject *self, PyObject *const *args, Py_ssize_t narg
     static const char *const names[] = {"max_decompressed_size", "max_depth"};
     PyObject *kw[2] = {NULL, NULL};
     Py_ssize_t depth, pos = 1, end;
+    int raised = 0;
     NOT_READY();
     if (nargs == 1 && !keywords(args, nargs, kwnames, names, kw, 2) && !depth_arg(kw[1], &depth)
         && PyBytes_CheckExact(args[0]) && PyBytes_GET_SIZE(args[0]) >= 2) {
@@ -794,18 +820,18 @@ static PyObject *c_decode(PyObject *self, PyObject *const *args, Py_ssize_t narg
         const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(buf);
         PyObject *term = NULL;
         if (b[0] == VERSION && b[1] != COMPRESSED) {
-            term = decode_core(buf, &pos, Py_None, depth);
+            term = decode_core(buf, &pos, Py_None, depth, &raised);
         }
         else if (b[0] == VERSION) {
             term = decode_compressed(buf, 1, Py_None, depth, kw[0] ? kw[0] : default_max_size,
-                                     &end);
+                                     &end, &raised);
             pos = end;
         }
         if (term != NULL && pos == PyBytes_GET_SIZE(buf)) {
             return term;
         }
         Py_XDECREF(term);
-        if (!take_over()) {
+        if (raised || !take_over()) {
             return NULL;
         }
     }
@@ -818,6 +844,7 @@ static PyObject *c_decode_from(PyObject *self, PyObject *const *args, Py_ssize_t
     static const char *const names[] = {"atom_cache", "max_depth", "max_decompressed_size"};
     PyObject *kw[3] = {NULL, NULL, NULL};
     Py_ssize_t depth, pos = 0;
+    int raised = 0;
     NOT_READY();
     if ((nargs == 1 || nargs == 2) && !keywords(args, nargs, kwnames, names, kw, 3)
         && !depth_arg(kw[1], &depth) && PyBytes_CheckExact(args[0])) {
@@ -834,10 +861,10 @@ static PyObject *c_decode_from(PyObject *self, PyObject *const *args, Py_ssize_t
             Py_ssize_t end = pos;
             if (PyBytes_AS_STRING(buf)[pos] == (char)COMPRESSED) {
                 term = decode_compressed(buf, pos, cache, depth,
-                                         kw[2] ? kw[2] : default_max_size, &end);
+                                         kw[2] ? kw[2] : default_max_size, &end, &raised);
             }
             else {
-                term = decode_core(buf, &end, cache, depth);
+                term = decode_core(buf, &end, cache, depth, &raised);
             }
             if (term != NULL) {
                 PyObject *at = PyLong_FromSsize_t(end);
@@ -855,7 +882,7 @@ static PyObject *c_decode_from(PyObject *self, PyObject *const *args, Py_ssize_t
                 PyTuple_SET_ITEM(pair, 1, at);
                 return pair;
             }
-            if (!take_over()) {
+            if (raised || !take_over()) {
                 return NULL;
             }
         }
@@ -1435,6 +1462,31 @@ static int take_size(PyObject *config, const char *name, Py_ssize_t *out)
     return *out == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
+/* The function decode_core calls now and then: empty, it is only its frame's entry, where
+ * the eval loop serves a GIL drop request, pending signals and calls. */
+static PyObject *make_yield(void)
+{
+    PyObject *globals = PyDict_New();
+    if (globals == NULL) {
+        return NULL;
+    }
+    PyObject *fn = NULL;
+    if (PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) == 0) {
+        PyObject *r = PyRun_String("def let_others_run():\n    pass\n", Py_file_input, globals,
+                                   globals);
+        if (r != NULL) {
+            Py_DECREF(r);
+            fn = PyDict_GetItemString(globals, "let_others_run");
+            Py_XINCREF(fn);
+        }
+    }
+    Py_DECREF(globals);
+    if (fn == NULL && !PyErr_Occurred()) {
+        PyErr_SetString(PyExc_RuntimeError, "setup: no yield function");
+    }
+    return fn;
+}
+
 static PyObject *c_setup(PyObject *self, PyObject *config)
 {
     if (!PyDict_Check(config)) {
@@ -1517,7 +1569,8 @@ static PyObject *c_setup(PyObject *self, PyObject *config)
     }
     Py_DECREF(table);
     if ((empty_bytes = PyBytes_FromStringAndSize(NULL, 0)) == NULL
-        || (str_join = PyUnicode_InternFromString("join")) == NULL) {
+        || (str_join = PyUnicode_InternFromString("join")) == NULL
+        || (py_yield = make_yield()) == NULL) {
         return NULL;
     }
     ready = 1;

@@ -704,8 +704,11 @@ def _frame_error(exc: RemoteProtocolError, peer: str, events: list[Event]) -> Fr
     text = str(exc)
     if len(text) > _MAX_DESCRIPTION:
         text = text[:_MAX_DESCRIPTION - 3] + "..."
-    # (without its traceback, which holds the received bytes)
-    return FrameError(text, peer=peer, error=exc.with_traceback(None), events=tuple(events))
+    # Without its traceback and the errors it came from: their frames hold the received bytes
+    # and what the decode built from them (a million atoms: half a second to free).
+    error = exc.with_traceback(None)
+    error.__context__ = error.__cause__ = None
+    return FrameError(text, peer=peer, error=error, events=tuple(events))
 
 
 def _message(ctrl: Term, payload: Term) -> ControlMessage:

@@ -585,7 +585,11 @@ def _new_atom(buf: bytes, pos: int) -> Term:
         try:
             term = Atom(name)
         except AtomTableFull as exc:
-            raise AtomTableFull(exc.limit, offset=pos, tag=tag) from None
+            limit = exc.limit
+        if term is _MISS:
+            # (raised outside the except clause: the first error's frames reach back to the
+            # decode's, which hold all it built so far, and must not be kept as its context)
+            raise AtomTableFull(limit, offset=pos, tag=tag)
     table = _ATOM_TABLES[tag]
     if len(table) >= _ATOM_CACHE_MAX:
         table.clear()

@@ -81,7 +81,8 @@ FLOW_LOW = 32 * 1024 * 1024
 OFFLOAD_AT = 1024 * 1024
 _FLOW = "flow"
 _DECODING = "decoding"
-_DECODERS = Workers(max_threads=2, name="pyerl-decode")
+# (with the cyclic GC paused during a decode: its collections would hold the GIL, and the loop)
+_DECODERS = Workers(max_threads=2, name="pyerl-decode", pause_gc=True)
 # The first bytes of a TLS ClientHello record, where a plain node expects a send_name.
 _TLS_RECORD = b"\x16\x03"
 

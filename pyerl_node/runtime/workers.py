@@ -4,7 +4,8 @@ A job travels through one ``queue.SimpleQueue`` to whichever worker is idle, and
 comes back with ``call_soon_threadsafe``: on the machines we measured this hand-off costs about
 a third of ``loop.run_in_executor``'s, which matters when it is most of an rpc round trip.
 Workers are started on demand, up to a bound, and are daemon threads so that a function that
-never returns cannot keep the process alive.
+never returns cannot keep the process alive. Workers that build big terms (the decoders) run
+their jobs with the cyclic GC paused (:mod:`pyerl_node.runtime.gcpause`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import queue
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from pyerl_node.runtime.gcpause import run_paused
 
 Done = Callable[[bool, Any], None]
 _Job = tuple[asyncio.AbstractEventLoop, Done, Callable[..., Any], tuple[Any, ...]]
@@ -33,13 +36,16 @@ def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
 class Workers:
     """A bounded, lazily grown set of threads fed from one queue."""
 
-    def __init__(self, max_threads: int = 32, name: str = "pyerl-worker") -> None:
+    def __init__(self, max_threads: int = 32, name: str = "pyerl-worker", *,
+                 pause_gc: bool = False) -> None:
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0
         self._threads = 0
         self._max = max_threads
         self._name = name
+        # Only for jobs that end (decodes): a paused collector holds no GIL in their thread.
+        self._pause_gc = pause_gc
 
     def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Call ``fn(*args)`` in a worker; the future (of the running loop) gets its outcome."""
@@ -70,7 +76,8 @@ class Workers:
         while True:
             loop, done, fn, args = self._jobs.get()
             try:
-                outcome: tuple[bool, Any] = (True, fn(*args))
+                outcome: tuple[bool, Any] = (
+                    True, run_paused(fn, *args) if self._pause_gc else fn(*args))
             except BaseException as exc:
                 outcome = (False, exc)
             # A closed loop raises RuntimeError: nobody is waiting for this result any more.
