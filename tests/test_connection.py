@@ -799,10 +799,12 @@ def test_decoding_size_weighs_what_a_read_would_decode() -> None:
     whole.send(big)
     frame = bytes(whole.data_to_send()[0])
     receiver = conn(HDR_ONLY)
-    assert receiver.decoding_size(TICK + frame) == len(frame) - 4
+    assert receiver.decoding_sizes(TICK + frame + TICK + frame) == (2 * (len(frame) - 4),
+                                                                   len(frame) - 4)
     reads = [frame[:2], frame[2:100_000], frame[100_000:200_000], frame[200_000:]]
     for i, read in enumerate(reads):
-        weight = receiver.decoding_size(read)
+        weight, biggest = receiver.decoding_sizes(read)
+        assert biggest == weight
         assert (weight >= len(frame) - 4) if i == len(reads) - 1 else weight == 0, i
         assert receiver.receive_data(read, 0.0) == ([big] if i == len(reads) - 1 else [])
     cut = conn(FULL, fragment_size=64 * 1024)
@@ -812,7 +814,7 @@ def test_decoding_size_weighs_what_a_read_would_decode() -> None:
     pos, weights = 0, []
     while pos < len(stream):  # one fragment per read: only the last one weighs
         end = pos + 4 + int.from_bytes(stream[pos:pos + 4], "big")
-        weights.append(receiver.decoding_size(stream[pos:end]))
+        weights.append(receiver.decoding_sizes(stream[pos:end])[0])
         events = receiver.receive_data(stream[pos:end], 0.0)
         pos = end
     assert len(weights) == 5 and weights[:-1] == [0] * 4

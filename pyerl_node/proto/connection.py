@@ -250,31 +250,39 @@ class Connection:
         """Received bytes held for messages not yet complete (a packet's start, fragments)."""
         return self._pending_size + self._assembler.pending_bytes
 
-    def decoding_size(self, data: bytes) -> int:
-        """About how many bytes of messages ``receive_data(data)`` would decode: the packets
-        it completes, a fragmented message's whole size for its last fragment, nothing for
-        bytes that are only kept (a packet's start, fragments before the last). What the
-        runtime weighs to decode a read elsewhere; it reads only packet heads."""
-        n, pos, total = len(data), 0, 0
+    def decoding_sizes(self, data: bytes) -> tuple[int, int]:
+        """About how many bytes of messages ``receive_data(data)`` would decode, in all and
+        in its biggest message: the packets it completes, a fragmented message's whole size
+        for its last fragment, nothing for bytes that are only kept (a packet's start,
+        fragments before the last). What the runtime weighs to decode a read elsewhere; it
+        reads only packet heads."""
+        n, pos, total, biggest = len(data), 0, 0, 0
         if self._pending:
             missing = self._needed - self._pending_size
             if n < missing:
-                return 0
+                return 0, 0
             first = self._pending[0]
             if self._needed == 4:  # its length is in pieces
                 (length,) = _LENGTH.unpack_from(b"".join(self._pending) + data[:missing])
-                return 0 if n < missing + length else n + self._assembler.pending_bytes
+                if n < missing + length:
+                    return 0, 0
+                everything = n + self._assembler.pending_bytes
+                return everything, everything
             if len(first) < 4 + _FRAGMENT_HEAD:  # its head is in pieces: say it all counts
-                return self._needed + n + self._assembler.pending_bytes
-            total, pos = self._packet_weight(first, 4, self._needed), missing
+                everything = self._needed + n + self._assembler.pending_bytes
+                return everything, everything
+            total = biggest = self._packet_weight(first, 4, self._needed)
+            pos = missing
         unpack = _LENGTH.unpack_from
         while n - pos >= 4:
             end = pos + 4 + unpack(data, pos)[0]
             if end > n:
                 break
-            total += self._packet_weight(data, pos + 4, end)
+            weight = self._packet_weight(data, pos + 4, end)
+            total += weight
+            biggest = max(biggest, weight)
             pos = end
-        return total
+        return total, biggest
 
     def _packet_weight(self, buf: bytes, start: int, end: int) -> int:
         # (``end`` may lie past ``buf``: the packet's start is all there is of it)

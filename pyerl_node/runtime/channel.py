@@ -34,6 +34,7 @@ from pyerl_node.proto.errors import (
     NodeDown,
     RemoteProtocolError,
 )
+from pyerl_node.proto.etf import COMPILED
 from pyerl_node.proto.flags import DistFlag
 from pyerl_node.proto.handshake import (
     AcceptorHandshake,
@@ -74,11 +75,14 @@ _MESSAGE_OVERHEAD = 64
 #: mailboxes, and resumes below FLOW_LOW.
 FLOW_HIGH = 64 * 1024 * 1024
 FLOW_LOW = 32 * 1024 * 1024
-#: A read that may complete this much (a big packet, or fragments) is decoded off the loop,
-#: and so is a compressed payload that inflates to more.
+#: A read that would decode this much, or a message of _BIG_MESSAGE or more, is decoded off
+#: the loop, and so is a compressed payload that inflates to more than OFFLOAD_AT.
 #: (Above asyncio's largest read, 256 KiB: a read of small messages stays on the loop, and
 #: decoding 1 MiB of small terms takes the pure-Python codec about 100 ms.)
 OFFLOAD_AT = 1024 * 1024
+# (the pure-Python codec decodes a deeply nested 120 KB term in about 30 ms, ten times slower
+# than the compiled one)
+_BIG_MESSAGE = 256 * 1024 if COMPILED else 64 * 1024
 _FLOW = "flow"
 _DECODING = "decoding"
 # (with the cyclic GC paused during a decode: its collections would hold the GIL, and the loop)
@@ -282,8 +286,8 @@ class Channel(asyncio.Protocol):
             if self._backlog_bytes >= OFFLOAD_AT:  # bounded: reading waits for the decode
                 self._pause(_DECODING)
             return
-        if (len(data) + conn.incomplete_packet_size + conn.pending_fragment_bytes >= OFFLOAD_AT
-                and conn.decoding_size(data) >= OFFLOAD_AT):  # (not for a big one's start)
+        if (conn.incomplete_packet_size + conn.pending_fragment_bytes >= _BIG_MESSAGE
+                or len(data) >= OFFLOAD_AT) and self._decodes_much(conn, data):
             self._decode_off_loop(conn, data)
             return
         held, deferred = conn.buffered_bytes, conn.deferred
@@ -304,6 +308,12 @@ class Channel(asyncio.Protocol):
         # Answers produced while dispatching (rpc replies, noproc DOWNs...) leave now,
         # one write for the whole chunk, without waiting for another loop iteration.
         self.flush()
+
+    @staticmethod
+    def _decodes_much(conn: Connection, data: bytes) -> bool:
+        # (the start of a big message, or fragments before its last, are only kept)
+        total, biggest = conn.decoding_sizes(data)
+        return total >= OFFLOAD_AT or biggest >= _BIG_MESSAGE
 
     def _decode_off_loop(self, conn: Connection, data: bytes) -> None:
         """Decode a read that may complete a big message in a worker thread, so that the
