@@ -765,12 +765,17 @@ def test_a_deferred_payload_is_checked_when_it_is_resolved() -> None:
 def test_a_stream_of_sends_reuses_its_frame_start_only_for_the_same_ends(mode: str) -> None:
     # The last send's header and control tuple are reused while sender and destination are
     # the same objects; equal new objects, another destination or kind encode afresh, and a
-    # payload that cannot be encoded leaves nothing behind.
+    # payload that cannot be encoded leaves nothing behind. Monitors the same, but for their
+    # reference.
     p2_again = Pid(Atom("py@vm"), 2, 0, 6)
+    r2 = Reference(Atom("a@vm"), 5, (9, 2, 3))
     sends: list[c.ControlMessage] = [
         c.SendSender(P1, P2, 1), c.SendSender(P1, P2, 2), c.SendSender(P1, p2_again, 3),
         c.SendSender(P2, P1, 4), c.RegSend(P1, Atom("sink"), 5), c.RegSend(P1, Atom("sink"), 6),
-        c.RegSend(P1, Atom("other"), 7), c.Send(P2, 8), c.Send(P2, 9), c.SendSender(P1, P2, 10)]
+        c.RegSend(P1, Atom("other"), 7), c.Send(P2, 8), c.Send(P2, 9), c.SendSender(P1, P2, 10),
+        c.MonitorP(P1, Atom("srv"), R), c.MonitorP(P1, Atom("srv"), r2),
+        c.DemonitorP(P1, Atom("srv"), r2), c.MonitorP(P1, P2, R), c.MonitorP(P1, p2_again, r2),
+        c.DemonitorP(P1, Atom("srv"), R)]
     sender = conn(MODES[mode])
     for msg in sends:
         sender.send(msg)

@@ -109,14 +109,14 @@ _TICK: Final = b"\x00\x00\x00\x00"
 _HEADER_FRAME_START: Final = _TICK + NORMAL_HEADER
 _PASS_THROUGH_FRAME_START: Final = _TICK + bytes((PASS_THROUGH, VERSION))
 _NORMAL_HEADER_SIZE = len(NORMAL_HEADER)
-# Sends whose control tuple (pids and atoms) is remembered encoded. Not ALIAS_SEND: its
-# alias is usually the one-off reply address of a gen call.
-_REPEATED: Final = frozenset({Send, SendSender, RegSend})
-_MAX_SENT_CTRL: Final = 256
 # Control operations whose tuple repeats but for its last element, a fresh reference:
 # MONITOR_P and DEMONITOR_P, sent around every gen call.
 _HEAD_OPS: Final = frozenset({19, 20})
 _HEAD_REPEATED: Final = frozenset({MonitorP, DemonitorP})
+# Messages whose control tuple (pids and atoms), or its head, is remembered encoded. Not
+# ALIAS_SEND: its alias is usually the one-off reply address of a gen call.
+_REPEATED: Final = frozenset({Send, SendSender, RegSend}) | _HEAD_REPEATED
+_MAX_SENT_CTRL: Final = 256
 _MAX_DESCRIPTION: Final = 200  # characters of a FrameError's description
 # A fragment's head: 131, 69 or 70, SequenceId:64, FragmentId:64 (the last fragment is 1).
 _FRAGMENT_HEAD: Final = 18
@@ -218,7 +218,8 @@ class Connection:
         self._known_ctrl: PrefixMemo[PayloadBuilder] = PrefixMemo()
         self._known_heads: PrefixMemo[tuple[Term, ...]] = PrefixMemo()
         self._sent_ctrl: dict[tuple[Term, ...], bytes] = {}
-        self._last_send: tuple[type | None, object, object, bytes] = (None, None, None, b"")
+        # per kind of repeated message: its last two ends and its frame start
+        self._last_sends: dict[type, tuple[object, object, bytes]] = {}
         self._assembler = FragmentAssembler(
             max_bytes=max_message_size, max_sequences=max_pending_fragments
         )
@@ -532,10 +533,7 @@ class Connection:
         try:
             if self._header_mode:
                 out += _HEADER_FRAME_START
-                if type(msg) in _HEAD_REPEATED:
-                    self._encode_ctrl(ctrl, out, whole=False)
-                else:
-                    encode_into(ctrl, out)
+                encode_into(ctrl, out)
                 if payload is not NO_PAYLOAD:
                     encode_into(payload, out)
             else:
@@ -550,29 +548,33 @@ class Connection:
         self._end_frame(start)
 
     def _send_repeated(self, msg: ControlMessage) -> None:
-        # A stream of sends repeats its sender and destination: the frame start of the last
-        # one (header and control tuple) is reused while they are the same objects, with no
-        # control tuple to build, hash or encode.
+        # A stream of sends repeats its sender and destination, and a stream of gen calls the
+        # watcher and target of its monitors: the frame start of the last message of a kind
+        # (header and control tuple, or its head) is reused while they are the same objects,
+        # with no control tuple to build, hash or encode. Then the message or the reference.
         a: object
         b: object
+        tail: Term
         if type(msg) is SendSender:
-            a, b, payload = msg.from_pid, msg.to_pid, msg.message
+            a, b, tail = msg.from_pid, msg.to_pid, msg.message
         elif type(msg) is RegSend:
-            a, b, payload = msg.from_pid, msg.to_name, msg.message
+            a, b, tail = msg.from_pid, msg.to_name, msg.message
+        elif type(msg) is Send:
+            a, b, tail = None, msg.to_pid, msg.message
         else:
-            send = cast(Send, msg)
-            a, b, payload = None, send.to_pid, send.message
-        last = self._last_send
-        if last[0] is not type(msg) or last[1] is not a or last[2] is not b:
+            monitor = cast(MonitorP | DemonitorP, msg)
+            a, b, tail = monitor.from_pid, monitor.to_proc, monitor.ref
+        last = self._last_sends.get(type(msg))
+        if last is None or last[0] is not a or last[1] is not b:
             self._check_flags(msg)
-            head = bytearray(_HEADER_FRAME_START)
-            self._encode_ctrl(to_terms(msg)[0], head, whole=True)
-            last = self._last_send = (type(msg), a, b, bytes(head))
+            head = _HEADER_FRAME_START + self._ctrl_head(
+                to_terms(msg)[0], whole=type(msg) not in _HEAD_REPEATED)
+            last = self._last_sends[type(msg)] = (a, b, head)
         out = self._out
         start = len(out)
-        out += last[3]
+        out += last[2]
         try:
-            encode_into(payload, out)
+            encode_into(tail, out)
         except BaseException:
             del out[start:]
             raise
@@ -600,9 +602,9 @@ class Connection:
             _LENGTH.pack_into(out, start, length)
         self._sent_since_firing = True
 
-    def _encode_ctrl(self, ctrl: tuple[Term, ...], out: bytearray, *, whole: bool) -> None:
-        # A stream of sends repeats one control tuple (same sender, same destination); a gen
-        # call's MONITOR_P and DEMONITOR_P repeat all of theirs but the fresh reference.
+    def _ctrl_head(self, ctrl: tuple[Term, ...], *, whole: bool) -> bytes:
+        # The control tuple encoded, or all of it but its last element (a fresh reference),
+        # remembered by value for the senders and destinations that come back.
         key = ctrl if whole else ctrl[:-1]
         encoded = self._sent_ctrl.get(key)
         if encoded is None:
@@ -611,9 +613,7 @@ class Connection:
             if len(self._sent_ctrl) >= _MAX_SENT_CTRL:
                 self._sent_ctrl.clear()
             self._sent_ctrl[key] = encoded
-        out += encoded
-        if not whole:
-            encode_into(ctrl[-1], out)
+        return encoded
 
     def _refragment(self, start: int) -> None:
         # The message was encoded as one frame at ``start``; cut it into fragment frames in
