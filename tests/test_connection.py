@@ -838,3 +838,27 @@ def test_a_frame_error_keeps_nothing_of_the_decode() -> None:
     assert isinstance(error.error, DecodeError)
     assert error.error.__traceback__ is None and error.error.__context__ is None
     assert error.error.__cause__ is None
+
+
+def test_fragments_keep_their_reads_alive_only_for_a_quarter_of_them_or_more() -> None:
+    # A fragment is held as a view of the read it came in when it is a quarter of that read
+    # or more (one copy, at the join); a smaller one is copied, so that what is held for
+    # incomplete messages stays within 4 times the bytes counted for them.
+    import sys
+    stream_conn = conn(FULL, fragment_size=1000)
+    stream_conn.send(c.RegSend(P1, Atom("inbox"), bytes(5000)))
+    stream = bytes(stream_conn.data_to_send()[0])
+    frames, pos = [], 0
+    while pos < len(stream):
+        end = pos + 4 + int.from_bytes(stream[pos:pos + 4], "big")
+        frames.append(stream[pos:end])
+        pos = end
+    # (ticks beside it: 2 KB make the 1 KB fragment a third of its read, 8 KB a ninth)
+    cases = ((frames[0], True), (frames[0] + TICK * 500, True), (frames[0] + TICK * 2000, False))
+    for read_with_it, shared in cases:
+        receiver = conn(FULL)
+        before = sys.getrefcount(read_with_it)
+        assert receiver.receive_data(read_with_it, 0.0) == []
+        assert (sys.getrefcount(read_with_it) > before) is shared
+        assert receiver.receive_data(b"".join(frames[1:]), 0.0) == [
+            c.RegSend(P1, Atom("inbox"), bytes(5000))]
