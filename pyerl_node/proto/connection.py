@@ -689,9 +689,8 @@ class Connection:
 def _piece(buf: bytes, start: int, end: int) -> Buffer:
     """A fragment's bytes until its message is joined: a view when it is a quarter of ``buf``
     (the read it came in) or more, so that it is copied once, at the join (a BEAM's 64 KiB
-    fragments in reads of up to 256 KiB); else a copy, so that
-    a small piece does not keep a big read alive (what views keep is at most 4 times what
-    they show)."""
+    fragments in reads of up to 256 KiB); else a copy, so that a small piece does not keep a
+    big read alive (what views keep is at most 4 times what they show)."""
     if 4 * (end - start) >= len(buf):
         return memoryview(buf)[start:end]
     return buf[start:end]
