@@ -750,6 +750,19 @@ def test_a_deferred_payload_is_checked_when_it_is_resolved() -> None:
         assert isinstance(deferred, DeferredMessage)
         with pytest.raises(RemoteProtocolError, match=why):
             deferred.resolve()
+    # A payload that does not decode: the error keeps nothing of the decode (its frames and
+    # the error it came from would hold what it built, to be freed on the event loop).
+    bad = zlib.compress(bytes((108, 0, 0, 0, 2, 119, 1, 0xFF)) + bytes(2 << 20), 9)
+    zipped_bad = bytes((80,)) + (8 + (2 << 20)).to_bytes(4, "big") + bad
+    (deferred,) = receiver.receive_data(packet(bytes((131, 68, 0)) + ctrl + zipped_bad), 0.0)
+    assert isinstance(deferred, DeferredMessage)
+    with pytest.raises(DecodeError, match="UTF-8") as info:
+        deferred.resolve()
+    assert info.value.__context__ is None and info.value.__cause__ is None
+    tb = info.value.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_name != "resolve":
+        tb = tb.tb_next
+    assert tb is not None and tb.tb_next is None  # raised by resolve itself
     # An operation nobody knows is refused when its payload is there to show.
     unknown = etf.encode((99, P1))[1:]
     (deferred,) = receiver.receive_data(packet(bytes((131, 68, 0)) + unknown + zipped), 0.0)

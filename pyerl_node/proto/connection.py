@@ -93,6 +93,7 @@ from pyerl_node.proto.errors import (
     LocalProtocolError,
     NetTickTimeout,
     RemoteProtocolError,
+    without_frames,
 )
 from pyerl_node.proto.etf import COMPRESSED, SMALL_TUPLE, decode_from, encode, encode_into
 from pyerl_node.proto.flags import DistFlag
@@ -713,11 +714,7 @@ def _frame_error(exc: RemoteProtocolError, peer: str, events: list[Event]) -> Fr
     text = str(exc)
     if len(text) > _MAX_DESCRIPTION:
         text = text[:_MAX_DESCRIPTION - 3] + "..."
-    # Without its traceback and the errors it came from: their frames hold the received bytes
-    # and what the decode built from them (a million atoms: half a second to free).
-    error = exc.with_traceback(None)
-    error.__context__ = error.__cause__ = None
-    return FrameError(text, peer=peer, error=error, events=tuple(events))
+    return FrameError(text, peer=peer, error=without_frames(exc), events=tuple(events))
 
 
 def _message(ctrl: Term, payload: Term) -> ControlMessage:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from pyerl_node.proto.control import ControlMessage
-from pyerl_node.proto.errors import RemoteProtocolError
+from pyerl_node.proto.errors import RemoteProtocolError, without_frames
 from pyerl_node.proto.etf import decode_from
 from pyerl_node.proto.terms import Atom, Term
 
@@ -43,11 +43,19 @@ class DeferredMessage:
         """Inflate and decode the payload; return the control message (raises
         :class:`~pyerl_node.proto.errors.RemoteProtocolError` as the inline decoding would)."""
         data = self._data
-        payload, after = decode_from(data, 0, atom_cache=self._refs,
-                                     max_decompressed_size=self._limit)
-        if after != len(data):
-            raise end_error(after, len(data))
-        return self._build(payload)
+        payload: Term = None
+        try:
+            payload, after = decode_from(data, 0, atom_cache=self._refs,
+                                         max_decompressed_size=self._limit)
+            if after != len(data):
+                raise end_error(after, len(data))
+            return self._build(payload)
+        except RemoteProtocolError as exc:
+            error = exc
+        # Raised here, with nothing of the decode (see without_frames), so that what it built
+        # is freed in this worker thread, not on the event loop.
+        payload = None
+        raise without_frames(error)
 
 
 def end_error(offset: int, end: int) -> RemoteProtocolError:
