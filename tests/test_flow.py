@@ -15,6 +15,20 @@ from pyerl_node.runtime import channel as channel_module
 from pyerl_node.runtime.channel import Channel
 
 
+@pytest.fixture
+def offloaded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per job handed to the decoder threads while the test runs."""
+    jobs: list[int] = []
+    submit = channel_module._DECODERS.submit
+
+    def counting(fn: Any, args: Any, done: Any) -> None:
+        jobs.append(1)
+        submit(fn, args, done)
+
+    monkeypatch.setattr(channel_module._DECODERS, "submit", counting)
+    return jobs
+
+
 def _channel(node: Node, peer: Node) -> Channel:
     ch = node._kernel.connected_channel(peer.node_atom)
     assert ch is not None
@@ -55,18 +69,10 @@ async def test_reading_pauses_while_messages_wait_and_nothing_is_lost(
 
 
 async def test_a_big_read_is_decoded_off_the_loop_in_order(
-        pair: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch) -> None:
+        pair: tuple[Node, Node], offloaded: list[int]) -> None:
     a, b = pair
     box = a.mailbox(name="big")
     assert await b.ping(a.node_atom)
-    offloaded: list[int] = []
-    submit = channel_module._DECODERS.submit
-
-    def counting(fn: Any, args: Any, done: Any) -> None:
-        offloaded.append(1)
-        submit(fn, args, done)
-
-    monkeypatch.setattr(channel_module._DECODERS, "submit", counting)
     big = [(Atom("row"), i, float(i), b"abc") for i in range(100_000)]  # ~2.3 MB, structured
     await b.send((Atom("big"), a.node_atom), ("first", big))
     for i in range(100):
@@ -99,21 +105,13 @@ def _reg_send(sender: Node, name: str, payload: bytes) -> bytes:
 
 
 async def test_compressed_messages_are_inflated_off_the_loop_in_order_and_counted_inflated(
-        pair: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch) -> None:
+        pair: tuple[Node, Node], offloaded: list[int]) -> None:
     # A small packet whose payload inflates past OFFLOAD_AT leaves the loop to inflate, and
     # waits in the mailbox for what it holds, not for its few wire bytes.
     a, b = pair
     box = a.mailbox(name="zipped")
     assert await b.ping(a.node_atom)
     inbound = _channel(a, b)
-    offloaded: list[int] = []
-    submit = channel_module._DECODERS.submit
-
-    def counting(fn: Any, args: Any, done: Any) -> None:
-        offloaded.append(1)
-        submit(fn, args, done)
-
-    monkeypatch.setattr(channel_module._DECODERS, "submit", counting)
     big = bytes(4 * channel_module.OFFLOAD_AT)
     bomb = etf.encode(big, compressed=9)[1:]
     assert len(bomb) < 10_000
