@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pyerl_node.proto import control as c
 from pyerl_node.proto import etf
-from pyerl_node.proto.connection import Connection, ConnectionState, Event
+from pyerl_node.proto.connection import BINARY_DISCOUNT, Connection, ConnectionState, Event
 from pyerl_node.proto.deferred import DeferredMessage
 from pyerl_node.proto.errors import (
     DecodeError,
@@ -825,18 +825,43 @@ def test_decoding_size_weighs_what_a_read_would_decode() -> None:
         assert biggest == weight
         assert (weight >= len(frame) - 4) if i == len(reads) - 1 else weight == 0, i
         assert receiver.receive_data(read, 0.0) == ([big] if i == len(reads) - 1 else [])
-    cut = conn(FULL, fragment_size=64 * 1024)
-    cut.send(big)
-    stream = bytes(cut.data_to_send()[0])
+    # Fragmented: one fragment per read, only the last one weighs. A binary weighs
+    # 1/BINARY_DISCOUNT of its bytes (its decoding is a copy), other terms all of theirs.
+    dense = c.RegSend(P1, Atom("inbox"), [(Atom("row"), i) for i in range(40_000)])
+    for msg, binary in ((big, 300_000), (dense, 0)):
+        cut = conn(FULL, fragment_size=64 * 1024)
+        cut.send(msg)
+        stream = bytes(cut.data_to_send()[0])
+        others = len(stream) - binary  # (headers, the control message, the other terms)
+        receiver = conn(FULL)
+        pos, weights = 0, []
+        while pos < len(stream):
+            end = pos + 4 + int.from_bytes(stream[pos:pos + 4], "big")
+            weights.append(receiver.decoding_sizes(stream[pos:end])[0])
+            events = receiver.receive_data(stream[pos:end], 0.0)
+            pos = end
+        assert len(weights) >= 5 and weights[:-1] == [0] * (len(weights) - 1)
+        # not counted: lengths, fragment headers before the last (the last one's counts)
+        headers = 4 + 19 + (len(weights) - 2) * (4 + 18) + 4
+        assert weights[-1] - binary // BINARY_DISCOUNT == others - headers
+        assert events == [msg]
+
+
+def test_a_binary_header_that_claims_more_than_the_message_weighs_no_less_than_it() -> None:
+    # The first fragment announces a binary longer than the whole message: the message is
+    # weighed by its real size (what the decoder will refuse, cheaply), never below zero.
+    head = bytes((131, 69)) + (7).to_bytes(8, "big") + (2).to_bytes(8, "big") + b"\x00"
+    ctrl = etf.encode((6, P1, Atom(""), Atom("inbox")))[1:]
+    first = head + ctrl + bytes((109,)) + (1 << 30).to_bytes(4, "big") + b"x" * 100
+    last = bytes((131, 70)) + (7).to_bytes(8, "big") + (1).to_bytes(8, "big") + b"y" * 100
     receiver = conn(FULL)
-    pos, weights = 0, []
-    while pos < len(stream):  # one fragment per read: only the last one weighs
-        end = pos + 4 + int.from_bytes(stream[pos:pos + 4], "big")
-        weights.append(receiver.decoding_sizes(stream[pos:end])[0])
-        events = receiver.receive_data(stream[pos:end], 0.0)
-        pos = end
-    assert len(weights) == 5 and weights[:-1] == [0] * 4
-    assert weights[-1] >= 300_000 and events == [big]
+    framed = [len(p).to_bytes(4, "big") + p for p in (first, last)]
+    assert receiver.decoding_sizes(framed[0]) == (0, 0)
+    assert receiver.receive_data(framed[0], 0.0) == []
+    weight, biggest = receiver.decoding_sizes(framed[1])
+    assert 0 <= weight == biggest <= (len(first) + len(last)) // BINARY_DISCOUNT + 1
+    with pytest.raises(FrameError):
+        receiver.receive_data(framed[1], 0.0)
 
 
 def test_a_frame_error_keeps_nothing_of_the_decode() -> None:

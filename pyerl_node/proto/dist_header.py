@@ -182,6 +182,7 @@ class _Partial:
     refs: list[Atom]
     chunks: list[Buffer]
     size: int
+    binary: int  # bytes of binary contents, as its first fragment says (term_scan)
 
 
 class FragmentAssembler:
@@ -217,8 +218,16 @@ class FragmentAssembler:
         self._held -= partial.size
         return True
 
-    def first(self, seq_id: int, frag_id: int, refs: list[Atom], chunk: Buffer) -> None:
-        """Open sequence ``seq_id`` with its first fragment (``frag_id`` > 1 pieces)."""
+    def held(self, seq_id: int) -> tuple[int, int]:
+        """The bytes held for sequence ``seq_id`` and how many bytes of binaries its first
+        fragment announced, ``(0, 0)`` if it is not open."""
+        partial = self._partials.get(seq_id)
+        return (0, 0) if partial is None else (partial.size, partial.binary)
+
+    def first(self, seq_id: int, frag_id: int, refs: list[Atom], chunk: Buffer,
+              binary: int = 0) -> None:
+        """Open sequence ``seq_id`` with its first fragment (``frag_id`` > 1 pieces), which
+        announces ``binary`` bytes of binaries."""
         if seq_id in self._partials:
             raise RemoteProtocolError(f"fragment sequence {seq_id} is already open")
         if len(self._partials) >= self._max_sequences:
@@ -226,7 +235,7 @@ class FragmentAssembler:
                 f"fragment sequence {seq_id} refused: {self._max_sequences} already open"
             )
         self._check_room(seq_id, len(chunk))
-        self._partials[seq_id] = _Partial(frag_id - 1, refs, [chunk], len(chunk))
+        self._partials[seq_id] = _Partial(frag_id - 1, refs, [chunk], len(chunk), binary)
         self._held += len(chunk)
 
     def add(self, seq_id: int, frag_id: int, chunk: Buffer) -> tuple[bytes, list[Atom]] | None:

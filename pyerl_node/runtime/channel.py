@@ -76,7 +76,8 @@ _MESSAGE_OVERHEAD = 64
 FLOW_HIGH = 64 * 1024 * 1024
 FLOW_LOW = 32 * 1024 * 1024
 #: A read that would decode this much, or a message of _BIG_MESSAGE or more, is decoded off
-#: the loop, and so is a compressed payload that inflates to more than OFFLOAD_AT.
+#: the loop, and so is a compressed payload that inflates to more than OFFLOAD_AT. (Weighed
+#: as Connection.decoding_sizes weighs them: a binary's bytes count little.)
 #: (Above asyncio's largest read, 256 KiB: a read of small messages stays on the loop, and
 #: decoding 1 MiB of small terms takes the pure-Python codec about 100 ms.)
 OFFLOAD_AT = 1024 * 1024
