@@ -252,6 +252,32 @@ async def test_concurrent_calls_get_their_own_replies(pair: tuple[Node, Node]) -
     assert replies == [(Atom("echo"), i) for i in range(50)]
 
 
+async def test_each_call_times_out_at_its_own_deadline(pair: tuple[Node, Node]) -> None:
+    # The pending calls share one timer: each one still fails at its own timeout, in the
+    # order of their deadlines, and an answered call is not touched by the others' expiry.
+    a, b = pair
+    silent = b.mailbox(name="silent")  # never answers
+    start_server(b, Echo(), name="echo")
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    ended: dict[float, float] = {}
+
+    async def unanswered(timeout: float) -> None:
+        with pytest.raises(CallTimeout):
+            await a.call((Atom("silent"), b.node_atom), "hello", timeout=timeout)
+        ended[timeout] = loop.time() - start
+
+    timeouts = [0.3, 0.1, 0.5, 0.2]
+    answered = asyncio.create_task(a.call((Atom("echo"), b.node_atom), Atom("slow"),
+                                          timeout=5.0))
+    await asyncio.gather(*(unanswered(t) for t in timeouts))
+    assert sorted(ended, key=ended.__getitem__) == sorted(timeouts)
+    for timeout, took in ended.items():
+        assert timeout - 0.01 <= took < timeout + 0.5, (timeout, took)
+    assert await answered == (Atom("echo"), Atom("slow"))  # (its own deadline is far off)
+    assert len(silent.mailbox) == len(timeouts)  # the requests got there
+
+
 async def test_a_finished_call_leaves_no_monitor_behind(pair: tuple[Node, Node]) -> None:
     # The demonitor of a call waits for another write (Flush.LATER), but not for long: with
     # nothing else sent, the server's side forgets the monitor within a few milliseconds.

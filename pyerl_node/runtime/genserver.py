@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import weakref
 from typing import Any, Final, Protocol
 
@@ -87,6 +88,46 @@ async def reply(
     await node.send(caller, (tag, value), sender=sender, flush=flush)
 
 
+class _Deadlines:
+    """The timeouts of a node's pending calls, on one timer of the loop's: arming and
+    cancelling an asyncio timer for each call costs a tenth of a call. The timer is armed
+    for the earliest deadline; when it fires, the calls past theirs fail and it is armed for
+    the next one."""
+
+    def __init__(self) -> None:
+        self._due: dict[asyncio.Future[Term], float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._at = math.inf
+
+    def add(self, waiter: asyncio.Future[Term], timeout: float) -> None:
+        loop = waiter.get_loop()
+        at = self._due[waiter] = loop.time() + timeout
+        if at < self._at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._at, self._timer = at, loop.call_at(at, self._fire, loop)
+
+    def discard(self, waiter: asyncio.Future[Term]) -> None:
+        self._due.pop(waiter, None)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        # (asyncio runs a timer up to its clock's resolution early: a deadline that close
+        # counts as reached, or the timer would fire again and again until it is)
+        now = loop.time() + _EARLY
+        self._timer, self._at = None, math.inf
+        due = self._due
+        for waiter in [w for w, at in due.items() if at <= now]:
+            del due[waiter]
+            if not waiter.done():
+                waiter.set_exception(_ExpiredError())
+        if due:
+            self._at = min(due.values())
+            self._timer = loop.call_at(self._at, self._fire, loop)
+
+
+_EARLY = 0.001
+
+
 class _ReplyMailbox(Mailbox):
     """The mailbox of a node's calling process: each reply or DOWN goes straight to its waiter.
 
@@ -94,11 +135,12 @@ class _ReplyMailbox(Mailbox):
     and a future, not a process. A reply that arrives after its call gave up is dropped.
     """
 
-    __slots__ = ("waiting",)
+    __slots__ = ("deadlines", "waiting")
 
     def __init__(self) -> None:
         super().__init__()
         self.waiting: dict[Reference, asyncio.Future[Term]] = {}
+        self.deadlines = _Deadlines()
 
     def put(self, message: Term) -> None:
         if type(message) is not tuple:
@@ -134,11 +176,6 @@ class _ExpiredError(Exception):
     """A call's timer ran out before its answer came."""
 
 
-def _expire(answered: asyncio.Future[Term]) -> None:
-    if not answered.done():
-        answered.set_exception(_ExpiredError())
-
-
 async def call(
     node: ProcessHost, dest: Destination, request: Term, *, timeout: float | None = 5.0,
     label: Atom = GEN_CALL,
@@ -154,21 +191,21 @@ async def call(
     mref = node.make_ref()
     answered: asyncio.Future[Term] = asyncio.get_running_loop().create_future()
     box.waiting[mref] = answered  # before the monitor: its DOWN may come at once
-    timer = None
     try:
         # The monitor goes out in the same write as the request, which leaves at once.
-        node.monitor(caller.pid, dest, ref=mref, flush=Flush.LATER)
-        await node.send(dest, (label, (caller.pid, mref), request), sender=caller.pid,
-                        flush=Flush.NOW)
+        message = (label, (caller.pid, mref), request)
+        if not node.monitor_and_send(caller.pid, dest, message, mref):
+            node.monitor(caller.pid, dest, ref=mref, flush=Flush.LATER)
+            await node.send(dest, message, sender=caller.pid, flush=Flush.NOW)
         if timeout is not None:
-            # (a plain timer: asyncio.timeout costs as much again as the rest of the wait)
-            timer = answered.get_loop().call_later(timeout, _expire, answered)
+            # (asyncio.timeout would cost as much again as the rest of the wait)
+            box.deadlines.add(answered, timeout)
         answer = await answered
     except _ExpiredError:
         raise CallTimeout(f"call to {dest!r} timed out after {timeout} s") from None
     finally:
-        if timer is not None:
-            timer.cancel()
+        if timeout is not None:
+            box.deadlines.discard(answered)
         box.waiting.pop(mref, None)
         node.demonitor(caller.pid, mref)
     if len(answer) == 2:

@@ -492,6 +492,30 @@ class Kernel:
         )
         return ref
 
+    def monitor_and_send(self, watcher: Pid, target: Destination, message: Term,
+                         ref: Reference) -> bool:
+        """What a gen call starts with, when ``target`` is a pid or ``(name, node)`` on a
+        connected node: monitor it with ``ref`` and send it ``message`` from ``watcher``,
+        in one write that leaves at once. False, with nothing done, otherwise (a local or
+        unconnected target, a socket that is draining: monitor and send do it then)."""
+        what: Pid | Atom
+        if type(target) is Pid:
+            node, what = target.node, target
+            shown: Term = target
+        elif type(target) is tuple and len(target) == 2:
+            what, node = as_atom(target[0]), as_atom(target[1])
+            shown = (what, node)
+        else:
+            return False
+        channel = self._channels.get(node)
+        proc = self.registry.get(watcher)
+        if channel is None or channel.paused_writing or proc is None:
+            return False
+        proc.monitoring[ref] = shown
+        channel.send(c.MonitorP(watcher, what, ref), Flush.LATER)
+        channel.send(self._remote_send_message(channel, watcher, what, message), Flush.NOW)
+        return True
+
     def demonitor(self, watcher: Pid, ref: Reference) -> None:
         proc = self.registry.get(watcher)
         if proc is None:
