@@ -670,6 +670,32 @@ def test_payload_builder_builds_what_from_terms_builds() -> None:
         c.payload_builder((22, P1))  # malformed
 
 
+def test_last_builder_builds_what_from_terms_builds() -> None:
+    ctrl = (19, P1, Atom("srv"), R)
+    build = c.last_builder(ctrl)
+    r2 = Reference(Atom("a@vm"), 5, (9, 9, 9))
+    assert build is not None and build(r2) == c.from_terms((19, P1, Atom("srv"), r2))
+    assert build(r2) == c.MonitorP(P1, Atom("srv"), r2) and build(R) == c.from_terms(ctrl)
+    with pytest.raises(RemoteProtocolError, match="wrong type"):
+        build(Atom("not_a_ref"))  # the one element it checks
+    assert c.last_builder((22, P1, P2)) is None  # SEND_SENDER: a payload follows
+    assert c.last_builder((99, P1)) is None  # unknown operation
+    assert c.last_builder((19, P1)) is None  # too short: from_terms says what is wrong
+    with pytest.raises(RemoteProtocolError):
+        c.last_builder((19, Atom("not_a_pid"), Atom("srv"), R))  # malformed
+
+
+def test_a_remembered_monitor_head_with_a_bad_last_element_fails_the_connection() -> None:
+    receiver = conn(FULL)
+    sender = conn(FULL)
+    sender.send(c.MonitorP(P1, Atom("srv"), R))
+    frame = bytes(sender.data_to_send()[0])
+    assert receiver.receive_data(frame, 0.0) == [c.MonitorP(P1, Atom("srv"), R)]
+    ref_at = frame.rindex(etf.encode(R)[1:])
+    bad = frame[4:ref_at] + etf.encode(Atom("not_a_ref"))[1:]
+    fails(receiver, packet(bad), match="wrong type")
+
+
 def _monitor_frame(header: bytes, ref_word: int) -> bytes:
     """MONITOR_P {19, Pid, ATOM_CACHE_REF 0, Ref}: the head repeats, the reference does not."""
     pid = bytes((88, 82, 0)) + bytes(12)

@@ -51,6 +51,7 @@ from pyerl_node.proto.control import (
     AltactSigSend,
     ControlMessage,
     DemonitorP,
+    LastBuilder,
     MonitorP,
     MonitorPExit,
     PayloadBuilder,
@@ -71,6 +72,7 @@ from pyerl_node.proto.control import (
     UnlinkId,
     UnlinkIdAck,
     from_terms,
+    last_builder,
     payload_builder,
     to_terms,
 )
@@ -222,7 +224,8 @@ class Connection:
         self._atom_cache = AtomCache()
         # control tuples decoded before: whole (sends), or all but the last element
         self._known_ctrl: PrefixMemo[PayloadBuilder] = PrefixMemo()
-        self._known_heads: PrefixMemo[tuple[Term, ...]] = PrefixMemo()
+        self._known_heads: PrefixMemo[tuple[tuple[Term, ...], LastBuilder | None]] = (
+            PrefixMemo())
         self._sent_ctrl: dict[tuple[Term, ...], bytes] = {}
         # per kind of repeated message: its last two ends and its frame start
         self._last_sends: dict[type, tuple[object, object, bytes]] = {}
@@ -482,18 +485,20 @@ class Connection:
             raise end_error(after, end) if after != end else RemoteProtocolError(
                 "a send operation without its message")
         ctrl: Term
+        head_at = None
         head = self._known_heads.lookup(buf, offset, refs)
         # (a compressed term, legal only at the top, must not pass for the tuple's last one)
         if head is not None and head[1] < end and buf[head[1]] != COMPRESSED:
-            last, ctrl_end = decode_from(buf, head[1], atom_cache=refs)
-            ctrl = (*head[0], last)
+            (known_head, build_last), after_head = head
+            last, ctrl_end = decode_from(buf, after_head, atom_cache=refs)
+            if ctrl_end == end and build_last is not None:
+                return build_last(last)
+            ctrl = (*known_head, last)
         else:
             ctrl, ctrl_end = decode_from(buf, offset, atom_cache=refs,
                                          max_decompressed_size=limit)
             if type(ctrl) is tuple and ctrl and type(ctrl[0]) is int and ctrl[0] in _HEAD_OPS:
-                at = head_end(buf, offset, refs)
-                if at is not None:
-                    self._known_heads.remember(buf, offset, at, refs, ctrl[:-1])
+                head_at = head_end(buf, offset, refs)
         payload: Term = NO_PAYLOAD
         after = ctrl_end
         if after < end:
@@ -510,6 +515,9 @@ class Connection:
             build = payload_builder(ctrl)
             if build is not None:
                 self._known_ctrl.remember(buf, offset, ctrl_end, refs, build)
+        elif head_at is not None:
+            self._known_heads.remember(buf, offset, head_at, refs,
+                                       (cast(tuple[Term, ...], ctrl)[:-1], last_builder(ctrl)))
         return decoded
 
     def _deferred(self, buf: bytes, at: int, end: int, refs: list[Atom],

@@ -581,12 +581,63 @@ def payload_builder(ctrl: Term) -> PayloadBuilder | None:
     if spec is None or spec.payload is None or _PAYLOAD_TYPES[spec.payload] is not None:
         return None
     probe = from_terms(ctrl, None)
-    values = [getattr(probe, name) for name, *_ in spec.plan]
     at = next(i for i, (_, index, _, _) in enumerate(spec.plan) if index < 0)
-    before, after, cls = values[:at], values[at + 1:], spec.cls
+    return _refill(spec, probe, at)
 
-    def build(payload: Term) -> ControlMessage:
-        args: list[Term] = [*before, payload, *after]
-        return cls(*args)
+
+#: Builds the message of a known control tuple with another last element.
+LastBuilder: TypeAlias = Callable[[Term], ControlMessage]
+
+
+def last_builder(ctrl: Term) -> LastBuilder | None:
+    """For a valid control tuple without payload: a function that builds the message of the
+    same tuple with another last element (a gen call's next MONITOR_P differs only in its
+    reference), checking only that element. None for a tuple whose last element is not a
+    field of its own, or for an operation with a payload.
+
+    Raises :class:`RemoteProtocolError` as :func:`from_terms` does for a malformed tuple.
+    """
+    if type(ctrl) is not tuple or not ctrl or type(ctrl[0]) is not int:
+        return None
+    spec = _BY_OP.get(ctrl[0])
+    if spec is None or spec.payload is not None or len(ctrl) != spec.size:
+        return None
+    probe = from_terms(ctrl)
+    last = len(ctrl) - 1
+    at = next((i for i, (_, index, sub, _) in enumerate(spec.plan)
+               if index == last and sub < 0), None)
+    if at is None:
+        return None
+    fill = _refill(spec, probe, at)
+    name, _, _, types = spec.plan[at]
+    if types is None:
+        return fill
+
+    def build(value: Term) -> ControlMessage:
+        if type(value) not in types:
+            raise _malformed((*ctrl[:-1], value),
+                             f"{spec.cls.__name__} element {last} ({name}) has the wrong type")
+        return fill(value)
+
+    return build
+
+
+def _refill(spec: _Spec, probe: object, at: int) -> Callable[[Term], ControlMessage]:
+    """A function that builds a copy of ``probe`` with field ``spec.plan[at]`` set to its
+    argument. It fills the slots directly: the values were checked, and the frozen
+    dataclass ``__init__`` costs more than the rest of decoding a small message."""
+    cls = spec.cls
+    fields_of = vars(cls)
+    fixed = [(fields_of[name].__set__, getattr(probe, name))
+             for i, (name, *_) in enumerate(spec.plan) if i != at]
+    set_varying = fields_of[spec.plan[at][0]].__set__
+    new = object.__new__
+
+    def build(value: Term) -> ControlMessage:
+        msg = new(cls)
+        for set_field, field_value in fixed:
+            set_field(msg, field_value)
+        set_varying(msg, value)
+        return msg
 
     return build
