@@ -835,6 +835,43 @@ def test_a_stream_of_sends_reuses_its_frame_start_only_for_the_same_ends(mode: s
     assert no_sender.pending_bytes == 0
 
 
+@pytest.mark.parametrize("send_sender", [True, False])
+@pytest.mark.parametrize("mode", MODES)
+def test_send_message_queues_what_send_queues(mode: str, send_sender: bool) -> None:
+    # To a pid (SEND_SENDER, or SEND without the flag), a name (REG_SEND), an alias
+    # (ALIAS_SEND): the same bytes as the message built and sent, repeated or not, and
+    # nothing once the connection failed.
+    flags = MODES[mode] if send_sender else MODES[mode] & ~DistFlag.SEND_SENDER
+    p2_again = Pid(Atom("py@vm"), 2, 0, 6)
+    alias = Reference(Atom("py@vm"), 6, (7, 8, 9))
+    calls: list[tuple[Pid, Pid | Atom | Reference, int]] = [
+        (P1, P2, 1), (P1, P2, 2), (P2, P2, 3), (P1, p2_again, 4), (P1, Atom("sink"), 5),
+        (P1, Atom("sink"), 6), (P2, Atom("sink"), 7), (P1, alias, 8), (P1, P2, 9)]
+
+    def built(from_pid: Pid, to: Pid | Atom | Reference, message: int) -> c.ControlMessage:
+        if isinstance(to, Atom):
+            return c.RegSend(from_pid, to, message)
+        if isinstance(to, Reference):
+            return c.AliasSend(from_pid, to, message)
+        return c.SendSender(from_pid, to, message) if send_sender else c.Send(to, message)
+
+    by_message, by_send = conn(flags), conn(flags)
+    for from_pid, to, message in calls:
+        by_message.send_message(from_pid, to, message)
+        by_send.send(built(from_pid, to, message))
+    (stream,) = by_message.data_to_send()
+    assert [stream] == by_send.data_to_send()
+    assert conn(flags).receive_data(bytes(stream), 0.0) == [built(*call) for call in calls]
+
+
+def test_send_message_on_a_failed_connection_raises() -> None:
+    failed = conn(FULL)
+    failed.send_message(P1, Atom("sink"), 1)  # (remembered)
+    fails(failed, packet(b"\x00\x01"))
+    with pytest.raises(LocalProtocolError, match="cannot send"):
+        failed.send_message(P1, Atom("sink"), 2)
+
+
 def test_decoding_size_weighs_what_a_read_would_decode() -> None:
     # The runtime decodes a read elsewhere when it would decode much: the packets it
     # completes and the fragmented messages it ends, not the start of a big one.

@@ -102,7 +102,7 @@ from pyerl_node.proto.flags import DistFlag
 from pyerl_node.proto.limits import MAX_FRAME
 from pyerl_node.proto.safe_repr import safe_repr
 from pyerl_node.proto.term_scan import binary_bytes
-from pyerl_node.proto.terms import Atom, Term
+from pyerl_node.proto.terms import Atom, Pid, Reference, Term
 
 PASS_THROUGH: Final = 112
 
@@ -208,6 +208,7 @@ class Connection:
         self.state = ConnectionState.OPEN
         self._header_mode = bool(flags & (DistFlag.DIST_HDR_ATOM_CACHE | DistFlag.FRAGMENTS))
         self._fragments = bool(flags & DistFlag.FRAGMENTS)
+        self._send_sender = bool(flags & DistFlag.SEND_SENDER)
         self._fragment_size = fragment_size
         self._max_packet = max_message_size
         self._inline_inflate = (max_message_size if inline_inflate_limit is None
@@ -590,9 +591,34 @@ class Connection:
             head = _HEADER_FRAME_START + self._ctrl_head(
                 to_terms(msg)[0], whole=type(msg) not in _HEAD_REPEATED)
             last = self._last_sends[type(msg)] = (a, b, head)
+        self._append_frame(last[2], tail)
+
+    def send_message(self, from_pid: Pid, to: Pid | Atom | Reference, message: Term) -> None:
+        """Queue ``message`` from ``from_pid`` to a pid, a registered name or an alias: the
+        SEND_SENDER (SEND without that flag), REG_SEND or ALIAS_SEND that :meth:`send` would
+        queue, and, while sender and destination repeat, without building it first."""
+        sender: Pid | None = from_pid
+        if isinstance(to, Atom):
+            last = self._last_sends.get(RegSend)
+        elif isinstance(to, Pid):
+            if not self._send_sender:
+                sender = None  # (SEND names no sender)
+            last = self._last_sends.get(SendSender if sender else Send)
+        else:
+            self.send(AliasSend(from_pid, to, message))
+            return
+        if (last is None or last[0] is not sender or last[1] is not to
+                or self.state is not ConnectionState.OPEN):
+            self.send(RegSend(from_pid, to, message) if isinstance(to, Atom)
+                      else SendSender(from_pid, to, message) if sender else Send(to, message))
+            return
+        self._append_frame(last[2], message)
+
+    def _append_frame(self, head: bytes, tail: Term) -> None:
+        # a remembered frame start, then its last term
         out = self._out
         start = len(out)
-        out += last[2]
+        out += head
         try:
             encode_into(tail, out)
         except BaseException:

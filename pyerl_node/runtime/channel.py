@@ -46,7 +46,7 @@ from pyerl_node.proto.handshake import (
     StatusReceived,
 )
 from pyerl_node.proto.names import parse_node_name
-from pyerl_node.proto.terms import Atom
+from pyerl_node.proto.terms import Atom, Pid, Reference, Term
 from pyerl_node.runtime import epmd_client
 from pyerl_node.runtime.flush import LATER_DELAY, Flush
 from pyerl_node.runtime.ratelimit import OncePer
@@ -578,6 +578,19 @@ class Channel(asyncio.Protocol):
         if conn is None or self._closed:
             return
         conn.send(msg)
+        self._queued(conn, flush)
+
+    def send_message(self, from_pid: Pid, to: Pid | Atom | Reference, message: Term,
+                     flush: Flush = Flush.SOON) -> None:
+        """Queue ``message`` from ``from_pid`` to a pid, name or alias of the peer's (see
+        :meth:`Connection.send_message`); ``flush`` says when it is written."""
+        conn = self._conn
+        if conn is None or self._closed:
+            return
+        conn.send_message(from_pid, to, message)
+        self._queued(conn, flush)
+
+    def _queued(self, conn: Connection, flush: Flush) -> None:
         if flush is Flush.NOW or conn.pending_bytes > _FLUSH_AT:
             # (past _FLUSH_AT: big or many messages start moving while more are encoded)
             self.flush()

@@ -338,8 +338,7 @@ class Kernel:
             self.deliver_local(target, message)
             return
         channel = self._channels.get(node) or await self.connect_channel(node)
-        from_pid = sender or self.system_pid()
-        channel.send(self._remote_send_message(channel, from_pid, target, message), flush)
+        channel.send_message(sender or self.system_pid(), target, message, flush)
         if channel.paused_writing:  # (no coroutine to await otherwise)
             await channel.drain()
 
@@ -359,20 +358,8 @@ class Kernel:
         channel = self._channels.get(node)
         if channel is None:
             return False
-        from_pid = sender or self.system_pid()
-        channel.send(self._remote_send_message(channel, from_pid, target, message))
+        channel.send_message(sender or self.system_pid(), target, message)
         return True
-
-    def _remote_send_message(
-        self, channel: Channel, from_pid: Pid, target: Term, message: Term
-    ) -> c.ControlMessage:
-        if type(target) is Pid:
-            if channel.send_sender:
-                return c.SendSender(from_pid, target, message)
-            return c.Send(target, message)
-        if isinstance(target, Reference):
-            return c.AliasSend(from_pid, target, message)
-        return c.RegSend(from_pid, target, message)
 
     def deliver_local(self, target: Term, message: Term) -> None:
         if isinstance(target, Reference):
@@ -513,7 +500,7 @@ class Kernel:
             return False
         proc.monitoring[ref] = shown
         channel.send(c.MonitorP(watcher, what, ref), Flush.LATER)
-        channel.send(self._remote_send_message(channel, watcher, what, message), Flush.NOW)
+        channel.send_message(watcher, what, message, Flush.NOW)
         return True
 
     def demonitor(self, watcher: Pid, ref: Reference) -> None:
