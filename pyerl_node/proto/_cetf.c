@@ -18,6 +18,10 @@
  * Port, BitBinary, Export, FrozenMap, ExactKey, subclasses of builtins) by the Python codec.
  * Both loops are iterative, with their stack on the heap, like the Python ones.
  *
+ * decode_sends stands in for control_memo.decode_sends: the packets of a stream of sends
+ * whose header and control message the connection remembers, decoded in one call. It stops
+ * where its twin stops, and before a payload the C loop leaves to Python.
+ *
  * Caches: the atoms, node atoms and pids the decoder sees are looked up in small
  * direct-mapped tables keyed by their encoded bytes (no bytes object made on a hit), in
  * front of the Python caches of etf.py, which they fill as the Python decoder does. They are
@@ -890,6 +894,155 @@ static PyObject *c_decode_from(PyObject *self, PyObject *const *args, Py_ssize_t
     return PyObject_Vectorcall(py_decode_from, args, nargs, kwnames);
 }
 
+/* ---- a stream's sends -------------------------------------------------------------------- */
+
+/* Whether a remembered control message read with ``known`` (its references) may stand for
+ * one read with ``refs`` (NULL: a header without references): the same list, or both
+ * empty (control_memo.PrefixMemo.lookup's rule). */
+static int same_refs(PyObject *known, PyObject *refs)
+{
+    if (known == refs) {
+        return 1;
+    }
+    int known_empty = PyList_CheckExact(known) && PyList_GET_SIZE(known) == 0;
+    return known_empty && (refs == NULL || PyList_GET_SIZE(refs) == 0);
+}
+
+/* The builder remembered in ``entries`` for the control message at b[at:], one of the
+ * ``lengths`` long and ending before ``end``, and *after it; NULL (no error set) if none. */
+static PyObject *remembered(const unsigned char *b, Py_ssize_t at, Py_ssize_t end,
+                            PyObject *refs, PyObject *entries, PyObject *lengths,
+                            Py_ssize_t *after)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lengths); i++) {
+        PyObject *item = PyList_GET_ITEM(lengths, i);
+        Py_ssize_t size = PyLong_CheckExact(item) ? PyLong_AsSsize_t(item) : -1;
+        if (size <= 0 || size > end - at) {
+            PyErr_Clear();
+            continue;
+        }
+        PyObject *key = PyBytes_FromStringAndSize((const char *)b + at, size);
+        if (key == NULL) {
+            return NULL;
+        }
+        PyObject *hit = PyDict_GetItemWithError(entries, key);
+        Py_DECREF(key);
+        if (hit == NULL) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            continue;
+        }
+        if (PyTuple_CheckExact(hit) && PyTuple_GET_SIZE(hit) == 2
+            && same_refs(PyTuple_GET_ITEM(hit, 0), refs)) {
+            *after = at + size;
+            return PyTuple_GET_ITEM(hit, 1);
+        }
+    }
+    return NULL;
+}
+
+/* control_memo.decode_sends(buf, pos, events, headers, entries, lengths, limit) -> pos:
+ * the packets of a stream of sends, decoded by the rule of its Python twin. It stops before
+ * anything else, a payload the C loop does not decode included (the caller's packet by
+ * packet decoding then raises what is wrong, or decodes what the C loop leaves to Python). */
+static PyObject *c_decode_sends(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    NOT_READY();
+    if (nargs != 7 || !PyBytes_CheckExact(args[0]) || !PyLong_CheckExact(args[1])
+        || !PyList_CheckExact(args[2]) || !PyDict_CheckExact(args[3])
+        || !PyDict_CheckExact(args[4]) || !PyList_CheckExact(args[5])
+        || !PyLong_CheckExact(args[6])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "decode_sends(bytes, int, list, dict, dict, list, int) expected");
+        return NULL;
+    }
+    PyObject *buf = args[0], *events = args[2], *headers = args[3];
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(buf);
+    Py_ssize_t total = PyBytes_GET_SIZE(buf), depth;
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]), limit = PyLong_AsSsize_t(args[6]);
+    if ((pos == -1 || limit == -1) && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (pos < 0 || depth_arg(NULL, &depth)) {
+        PyErr_SetString(PyExc_ValueError, "decode_sends: a negative offset");
+        return NULL;
+    }
+    while (total - pos >= 4) {
+        Py_ssize_t length = (Py_ssize_t)be32(b + pos);
+        if (length == 0) {
+            pos += 4;
+            continue;
+        }
+        Py_ssize_t start = pos + 4, end = start + length;
+        if (length > limit || length < 4 || length > total - start || b[start] != VERSION
+            || b[start + 1] != 68) {
+            break;
+        }
+        Py_ssize_t count = b[start + 2], at = start + 3, after = 0;
+        PyObject *refs = NULL;
+        if (count) {
+            at = start + 4 + count / 2 + count;
+            if (at > end) {
+                break;
+            }
+            PyObject *key = PyBytes_FromStringAndSize((const char *)b + start + 2,
+                                                      at - start - 2);
+            if (key == NULL) {
+                return NULL;
+            }
+            refs = PyDict_GetItemWithError(headers, key);
+            Py_DECREF(key);
+            if (refs == NULL) {
+                if (PyErr_Occurred()) {
+                    return NULL;
+                }
+                break;
+            }
+            if (!PyList_CheckExact(refs)) {
+                break;
+            }
+        }
+        PyObject *build = remembered(b, at, end, refs, args[4], args[5], &after);
+        if (build == NULL) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            break;
+        }
+        if (after >= end || b[after] == COMPRESSED) {
+            break;
+        }
+        /* (held: decoding may run Python code, which may change the dicts they are in) */
+        Py_INCREF(build);
+        Py_XINCREF(refs);
+        int raised = 0;
+        PyObject *payload = decode_core(buf, &after, refs ? refs : Py_None, depth, &raised);
+        Py_XDECREF(refs);
+        if (payload == NULL || after != end) {
+            Py_DECREF(build);
+            Py_XDECREF(payload);
+            if (payload == NULL && (raised || !take_over())) {
+                return NULL;
+            }
+            break;
+        }
+        PyObject *msg = PyObject_CallOneArg(build, payload);
+        Py_DECREF(build);
+        Py_DECREF(payload);
+        if (msg == NULL) {
+            return NULL;
+        }
+        int failed = PyList_Append(events, msg);
+        Py_DECREF(msg);
+        if (failed) {
+            return NULL;
+        }
+        pos = end;
+    }
+    return PyLong_FromSsize_t(pos);
+}
+
 /* ---- encoding ------------------------------------------------------------------------- */
 
 /* The output: a bytes object grown in place (encode) or the caller's bytearray (encode_into),
@@ -1587,6 +1740,8 @@ static PyMethodDef methods[] = {
      "etf.encode, compiled."},
     {"encode_into", (PyCFunction)(void (*)(void))c_encode_into, METH_FASTCALL | METH_KEYWORDS,
      "etf.encode_into, compiled."},
+    {"decode_sends", (PyCFunction)(void (*)(void))c_decode_sends, METH_FASTCALL,
+     "control_memo.decode_sends, compiled."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -76,7 +76,7 @@ from pyerl_node.proto.control import (
     payload_builder,
     to_terms,
 )
-from pyerl_node.proto.control_memo import PrefixMemo, head_end
+from pyerl_node.proto.control_memo import PrefixMemo, decode_sends, head_end
 from pyerl_node.proto.deferred import Builder, DeferredMessage, end_error
 from pyerl_node.proto.dist_header import (
     DIST_FRAG_CONT,
@@ -391,10 +391,17 @@ class Connection:
         """Decode every whole packet in ``source`` from ``pos``; return the offset after the
         last one."""
         total = len(source)
-        decode = self._header_packet if self._header_mode else self._pass_through_packet
+        header_mode = self._header_mode
+        decode = self._header_packet if header_mode else self._pass_through_packet
         unpack = _LENGTH.unpack_from
         limit = self._max_packet
+        sends, headers = self._known_ctrl, self._atom_cache.known
         while total - pos >= 4:
+            if header_mode:  # the sends of a stream in one call, then one other packet
+                pos = decode_sends(source, pos, events, headers, sends.entries, sends.lengths,
+                                   limit)
+                if total - pos < 4:
+                    break
             (length,) = unpack(source, pos)
             if length == 0:  # a tick
                 pos += 4

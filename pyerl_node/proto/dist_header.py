@@ -63,13 +63,15 @@ class AtomCache:
     remembered by their bytes with the atoms they stand for; any new entry forgets them all.
     """
 
-    __slots__ = ("_known", "slots")
+    __slots__ = ("known", "slots")
 
     _KNOWN_MAX = 1024
 
     def __init__(self) -> None:
         self.slots: list[Atom | None] = [None] * ATOM_CACHE_SIZE
-        self._known: dict[bytes, list[Atom]] = {}
+        #: the headers without new entries seen since the last new entry, by their bytes
+        #: (count, flags, index bytes): the atoms they stand for
+        self.known: dict[bytes, list[Atom]] = {}
 
     def read_header(self, buf: bytes, offset: int, end: int) -> tuple[list[Atom], int]:
         """Parse the atom cache header at ``buf[offset]`` (its NumberOfAtomCacheRefs byte).
@@ -87,18 +89,18 @@ class AtomCache:
         # A header without new entries is: count, flags, one index byte per ref.
         reuse_end = offset + 2 + count // 2 + count
         key = buf[offset:reuse_end]
-        known = self._known.get(key)
+        known = self.known.get(key)
         if known is not None and reuse_end <= end:
             return known, reuse_end
         refs, after, fresh = self._parse(buf, offset + 1, end, count)
         if fresh:
             for slot, atom in fresh.items():
                 self.slots[slot] = atom
-            self._known.clear()
+            self.known.clear()
         else:
-            if len(self._known) >= self._KNOWN_MAX:
-                self._known.clear()
-            self._known[key] = refs
+            if len(self.known) >= self._KNOWN_MAX:
+                self.known.clear()
+            self.known[key] = refs
         return refs, after
 
     def _parse(
