@@ -15,7 +15,7 @@ import pathlib
 import secrets
 import ssl
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
@@ -320,18 +320,20 @@ class Node:
 
     # -- messages ------------------------------------------------------------------------------
 
-    async def send(
+    def send(
         self, dest: Destination, message: Term, *, sender: Pid | None = None,
         flush: Flush = Flush.SOON,
-    ) -> None:
-        """Send ``message`` to a pid, a registered name, ``(name, node)`` or an alias.
+    ) -> Coroutine[Any, Any, None]:
+        """Send ``message`` to a pid, a registered name, ``(name, node)`` or an alias (a
+        coroutine: ``await node.send(...)``).
 
         Like Erlang's ``!``: a dead or unknown local destination drops the message silently; a
         remote one is connected to first (``NodeDown`` if that fails). Remote sends of one
         turn of the event loop leave in one write; ``flush=Flush.NOW`` writes at once, for a
         caller that is going to wait for the answer.
         """
-        await self._kernel.send(dest, message, sender=sender, flush=flush)
+        # (the kernel's coroutine itself: no coroutine of our own around it, per message)
+        return self._kernel.send(dest, message, sender=sender, flush=flush)
 
     async def call(
         self, dest: Destination, request: Term, *, timeout: float | None = 5.0

@@ -605,14 +605,14 @@ class Connection:
         SEND_SENDER (SEND without that flag), REG_SEND or ALIAS_SEND that :meth:`send` would
         queue, and, while sender and destination repeat, without building it first."""
         sender: Pid | None = from_pid
-        if isinstance(to, Atom):
+        if type(to) is Atom:
             last = self._last_sends.get(RegSend)
-        elif isinstance(to, Pid):
+        elif type(to) is Pid:
             if not self._send_sender:
                 sender = None  # (SEND names no sender)
             last = self._last_sends.get(SendSender if sender else Send)
         else:
-            self.send(AliasSend(from_pid, to, message))
+            self.send(AliasSend(from_pid, cast(Reference, to), message))
             return
         if (last is None or last[0] is not sender or last[1] is not to
                 or self.state is not ConnectionState.OPEN):

@@ -145,7 +145,7 @@ class Channel(asyncio.Protocol):
         self.peer: Atom = peer if peer is not None else Atom("")
         self.flags = DistFlag(0)
         self.visible = False
-        self.send_sender = self.exit_payload = self.alias = False
+        self.exit_payload = self.alias = False
         self.handshake_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
@@ -508,7 +508,6 @@ class Channel(asyncio.Protocol):
         bits = int(event.flags)
         self.visible = bool(bits & DistFlag.PUBLISHED) and not self.node.hidden
         # per-message decisions read these instead of IntFlag arithmetic (slow in Python)
-        self.send_sender = bool(bits & DistFlag.SEND_SENDER)
         self.exit_payload = bool(bits & DistFlag.EXIT_PAYLOAD)
         self.alias = bool(bits & DistFlag.ALIAS)
         now = self._loop.time()

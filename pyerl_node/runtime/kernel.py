@@ -319,7 +319,11 @@ class Kernel:
 
     def resolve(self, dest: Destination) -> tuple[Atom | None, Term]:
         """Split a destination into (remote node or None for local, pid/name/alias)."""
-        if type(dest) is Pid or isinstance(dest, Reference):  # (a pid first: the most usual)
+        # (exact types first: the usual ones, tested at the least cost)
+        if (type(dest) is tuple and len(dest) == 2 and type(dest[1]) is Atom
+                and type(dest[0]) is Atom):
+            return (None if dest[1] is self.node_atom else dest[1]), dest[0]
+        if type(dest) is Pid or isinstance(dest, Reference):
             return (None if dest.node is self.node_atom else dest.node), dest
         if isinstance(dest, Atom | str):
             return None, as_atom(dest)
