@@ -16,10 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pyerl_node.proto import connection as connection_module
 from pyerl_node.proto import control as c
 from pyerl_node.proto import etf
 from pyerl_node.proto.connection import BINARY_DISCOUNT, Connection, ConnectionState, Event
 from pyerl_node.proto.deferred import DeferredMessage
+from pyerl_node.proto.dist_header import Fragments
 from pyerl_node.proto.errors import (
     DecodeError,
     EncodeError,
@@ -29,7 +31,8 @@ from pyerl_node.proto.errors import (
     RemoteProtocolError,
 )
 from pyerl_node.proto.flags import DistFlag, default_flags
-from pyerl_node.proto.terms import Atom, Pid, Reference
+from pyerl_node.proto.term_scan import Binaries
+from pyerl_node.proto.terms import Atom, BitBinary, Pid, Reference
 from tests.test_control import (
     OP_NAMES,
     VECTORS,
@@ -908,6 +911,54 @@ def test_decoding_size_weighs_what_a_read_would_decode() -> None:
         headers = 4 + 19 + (len(weights) - 2) * (4 + 18) + 4
         assert weights[-1] - binary // BINARY_DISCOUNT == others - headers
         assert events == [msg]
+
+
+def _fragmented(msg: c.ControlMessage) -> bytes:
+    sender = conn(FULL, fragment_size=64 * 1024)
+    sender.send(msg)
+    return bytes(sender.data_to_send()[0])
+
+
+@pytest.mark.parametrize("payload", [
+    bytes(range(256)) * 1000,
+    (Atom("tag"), 0, bytes(300_000)),
+    (Atom("put"), [1, 2], (Atom("key"), (b"", bytes(200_000)))),
+])
+def test_a_message_ending_in_a_big_binary_is_never_joined_whole(
+        payload: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its binary is joined straight out of the fragments; the rest decodes around an empty
+    # binary in its place.
+    msg = c.RegSend(P1, Atom("inbox"), payload)
+    stream = _fragmented(msg)
+    monkeypatch.setattr(Fragments, "joined", lambda self: pytest.fail("joined whole"))
+    receiver = conn(FULL)
+    assert receiver.receive_data(stream, 0.0) == [msg]
+    assert receiver.receive_data(stream, 0.0) == [msg]  # (its control message remembered)
+
+
+@pytest.mark.parametrize("payload", [
+    [bytes(200_000)],  # in a list: [] comes after it
+    {Atom("k"): bytes(200_000)},  # in a map
+    (bytes(200_000), 1),  # not the last term
+    (Atom("a"), BitBinary(bytes(200_000), 3)),  # a bitstring
+    (Atom("a"), [1, 2], bytes(200_000), b""),  # a small binary last
+])
+def test_other_big_messages_are_joined_and_decoded_whole(payload: Any) -> None:
+    msg = c.RegSend(P1, Atom("inbox"), payload)
+    assert conn(FULL).receive_data(_fragmented(msg), 0.0) == [msg]
+
+
+def test_a_broken_message_ending_in_a_binary_fails_as_it_would_whole() -> None:
+    msg = c.RegSend(P1, Atom("inbox"), (Atom("tag"), bytes(200_000)))
+    stream = bytearray(_fragmented(msg))
+    ctrl_at = stream.index(etf.encode(Atom("inbox"))[1:])
+    stream[ctrl_at - 2] = 0xFF  # the tag of the '' before the name: no tag
+    error = fails(conn(FULL), bytes(stream), match="255")
+    with pytest.MonkeyPatch.context() as patch:  # no binary seen ending it: joined whole
+        patch.setattr(connection_module, "scan_binaries",
+                      lambda *args: Binaries(0, -1, 0))
+        whole = fails(conn(FULL), bytes(stream))
+    assert str(error) == str(whole)
 
 
 def test_a_binary_header_that_claims_more_than_the_message_weighs_no_less_than_it() -> None:

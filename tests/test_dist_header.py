@@ -217,8 +217,10 @@ def test_assembles_in_order_and_interleaved() -> None:
     asm.first(2, 2, refs_b, b"B1")
     assert asm.add(1, 2, b"A2") is None
     assert asm.pending_bytes == 6 and asm.pending_sequences == 2
-    assert asm.add(2, 1, b"B2") == (b"B1B2", refs_b)
-    assert asm.add(1, 1, b"A3") == (b"A1A2A3", refs_a)
+    done = asm.add(2, 1, b"B2")
+    assert done is not None and (done.joined(), done.refs) == (b"B1B2", refs_b)
+    done = asm.add(1, 1, b"A3")
+    assert done is not None and (done.joined(), done.refs) == (b"A1A2A3", refs_a)
     assert asm.pending_bytes == 0 and asm.pending_sequences == 0
 
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyerl_node.proto import etf
-from pyerl_node.proto.term_scan import BUDGET, binary_bytes
+from pyerl_node.proto.term_scan import BUDGET, Binaries, scan_binaries
 from pyerl_node.proto.terms import Atom, BitBinary, Fun, Pid
 from tests.strategies import (
     atoms,
@@ -55,28 +55,33 @@ def _binaries(term: Any) -> int:
 def test_the_binaries_of_a_control_message_and_payload_are_counted(ctrl: Any,
                                                                    payload: Any) -> None:
     body = etf.encode(ctrl)[1:] + etf.encode(payload)[1:]
-    assert binary_bytes(body, 0, len(body), budget=10_000) == _binaries(ctrl) + _binaries(
-        payload)
+    found = scan_binaries(body, 0, len(body), budget=10_000)
+    assert found.size == _binaries(ctrl) + _binaries(payload)
+    assert found.last_at == -1  # (every binary ends inside the bytes given)
 
 
 def test_a_binary_reaching_past_the_bytes_given_counts_whole() -> None:
     # The usual big message: its first fragment holds the head of a 16 MiB binary.
     body = etf.encode((6, Atom("a"), Atom("inbox")))[1:] + etf.encode(
         (Atom("tag"), 0, bytes(16 << 20)))[1:]
-    assert binary_bytes(body, 0, 64 * 1024) == 16 << 20
-    assert binary_bytes(body, 0, 100) == 16 << 20  # only the binary's header is read
+    at = len(body) - (16 << 20) - 5
+    assert scan_binaries(body, 0, 64 * 1024) == Binaries(16 << 20, at, 16 << 20)
+    assert scan_binaries(body, 0, 100) == Binaries(16 << 20, at, 16 << 20)  # (its header only)
+    assert scan_binaries(body, 0, at + 4) == Binaries(0, -1, 0)  # its length is not all there
+    bits = etf.encode((Atom("tag"), BitBinary(bytes(1000), 3)))[1:]
+    assert scan_binaries(bits, 0, 100) == Binaries(1000, -1, 0)  # (only a BINARY_EXT ends one)
 
 
 def test_the_walk_ends_after_its_budget() -> None:
     body = etf.encode([*range(2 * BUDGET), b"x" * 1000])[1:]
-    assert binary_bytes(body, 0, len(body)) == 0  # (a dense message: nothing cheap seen)
-    assert binary_bytes(body, 0, len(body), budget=3 * BUDGET) == 1000
+    assert scan_binaries(body, 0, len(body)).size == 0  # (a dense message: nothing cheap seen)
+    assert scan_binaries(body, 0, len(body), budget=3 * BUDGET).size == 1000
 
 
 def test_a_fun_is_jumped_over_with_what_it_holds() -> None:
     fun = Fun(0, bytes(16), 0, Atom("m"), 0, 0, Pid(Atom("n@h"), 1, 0, 1), (b"inside",))
     body = etf.encode((fun, b"after"))[1:]
-    assert binary_bytes(body, 0, len(body)) == len(b"after")
+    assert scan_binaries(body, 0, len(body)).size == len(b"after")
 
 
 def test_the_old_identifier_and_float_forms_are_walked() -> None:
@@ -96,10 +101,10 @@ def test_the_old_identifier_and_float_forms_are_walked() -> None:
     binary = bytes((109, 0, 0, 0, 4)) + b"abcd"
     for form in forms:
         body = bytes((104, 2)) + form + binary
-        assert binary_bytes(body, 0, len(body)) == 4, form
+        assert scan_binaries(body, 0, len(body)).size == 4, form
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=200), st.integers(min_value=0, max_value=200))
 def test_any_bytes_end_the_walk_without_an_error(data: bytes, start: int) -> None:
-    assert binary_bytes(data, start, len(data)) >= 0
+    assert scan_binaries(data, start, len(data)).size >= 0

@@ -40,6 +40,7 @@ prefix that is filled in afterwards; a big message is cut into fragments in plac
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from enum import Enum
 from functools import partial
 from typing import Final, TypeAlias, cast
@@ -61,9 +62,11 @@ from pyerl_node.proto.control import (
     PayloadExitTt,
     PayloadMonitorPExit,
     RegSend,
+    RegSendTt,
     Send,
     SendSender,
     SendSenderTt,
+    SendTt,
     SpawnReply,
     SpawnReplyTt,
     SpawnRequest,
@@ -87,6 +90,7 @@ from pyerl_node.proto.dist_header import (
     AtomCache,
     Buffer,
     FragmentAssembler,
+    Fragments,
     fragment_headers,
     read_fragment_ids,
 )
@@ -97,11 +101,18 @@ from pyerl_node.proto.errors import (
     RemoteProtocolError,
     without_frames,
 )
-from pyerl_node.proto.etf import COMPRESSED, SMALL_TUPLE, decode_from, encode, encode_into
+from pyerl_node.proto.etf import (
+    BINARY,
+    COMPRESSED,
+    SMALL_TUPLE,
+    decode_from,
+    encode,
+    encode_into,
+)
 from pyerl_node.proto.flags import DistFlag
 from pyerl_node.proto.limits import MAX_FRAME
 from pyerl_node.proto.safe_repr import safe_repr
-from pyerl_node.proto.term_scan import binary_bytes
+from pyerl_node.proto.term_scan import scan_binaries
 from pyerl_node.proto.terms import Atom, Pid, Reference, Term
 
 PASS_THROUGH: Final = 112
@@ -126,6 +137,10 @@ _MAX_DESCRIPTION: Final = 200  # characters of a FrameError's description
 _FRAGMENT_HEAD: Final = 18
 _FRAGMENT_KINDS: Final = frozenset({DIST_FRAG_HEADER, DIST_FRAG_CONT})
 _FRAGMENT_ID = struct.Struct(">Q")
+_EMPTY_BINARY: Final = bytes((BINARY, 0, 0, 0, 0))
+# The operations whose payload is a message, which a big binary usually is.
+_SENDS: Final = frozenset({Send, SendSender, RegSend, AliasSend, SendTt, SendSenderTt,
+                           RegSendTt, AliasSendTt, AltactSigSend})
 #: How many times cheaper a binary's byte is to decode than a byte of other terms (a copy at
 #: some GB/s, against tens of MB/s of small terms with the compiled codec), as
 #: decoding_sizes weighs it.
@@ -459,17 +474,39 @@ class Connection:
                     f"fragment sequence {seq_id} restarted before its last fragment")
             if frag_id == 1:
                 return self._decode_message(buf, offset, end, refs)
-            self._assembler.first(seq_id, frag_id, refs, _piece(buf, offset, end),
-                                  binary_bytes(buf, offset, end))
+            found = scan_binaries(buf, offset, end)
+            self._assembler.first(seq_id, frag_id, refs, _piece(buf, offset, end), found.size,
+                                  found.last_at - offset if found.last_at >= 0 else -1,
+                                  found.last_size)
             return None
         if kind == DIST_FRAG_CONT:
             seq_id, frag_id, offset = read_fragment_ids(buf, start + 2, end)
             complete = self._assembler.add(seq_id, frag_id, _piece(buf, offset, end))
             if complete is None:
                 return None
-            data, refs = complete
-            return self._decode_message(data, 0, len(data), refs)
+            return self._assembled(complete)
         raise RemoteProtocolError(f"unknown distribution header type {kind} after 131")
+
+    def _assembled(self, done: Fragments) -> Event:
+        """The message of a fragmented one. When it ends with the binary its first fragment
+        announced, as a big message does, that binary is joined straight out of the
+        fragments and the rest decoded with an empty binary in its place: no buffer of the
+        whole message, and one copy of the binary less."""
+        at = done.tail_at
+        if at >= 0 and at + 5 + done.tail_size == done.size:
+            head = bytes(memoryview(done.chunks[0])[:at]) + _EMPTY_BINARY
+            try:
+                event = self._decode_message(head, 0, len(head), done.refs)
+            except RemoteProtocolError:
+                event = None  # (decoded whole below: that says what is wrong)
+            if type(event) in _SENDS:
+                message = cast(Send, event).message
+                binary = b"".join([memoryview(done.chunks[0])[at + 5:], *done.chunks[1:]])
+                message = _with_last_binary(message, binary)
+                if message is not None:
+                    return replace(cast(Send, event), message=message)
+        data = done.joined()
+        return self._decode_message(data, 0, len(data), done.refs)
 
     def _decode_message(self, buf: bytes, offset: int, end: int, refs: list[Atom]) -> Event:
         # Control message and payload follow the header without their 131 bytes.
@@ -747,6 +784,21 @@ def _piece(buf: bytes, start: int, end: int) -> Buffer:
     if 4 * (end - start) >= len(buf):
         return memoryview(buf)[start:end]
     return buf[start:end]
+
+
+def _with_last_binary(term: Term, binary: bytes) -> Term | None:
+    """``term`` with ``binary`` for its last leaf, the empty binary: for a binary or a tuple
+    whose last element is one, nested at any depth; None for any other shape."""
+    chain: list[tuple[Term, ...]] = []
+    while type(term) is tuple and term:
+        chain.append(term)
+        term = term[-1]
+    if type(term) is not bytes or term:
+        return None
+    result: Term = binary
+    for outer in reversed(chain):
+        result = (*outer[:-1], result)
+    return result
 
 
 def _format_error(expected: str, packet: bytes, other_format: int) -> RemoteProtocolError:

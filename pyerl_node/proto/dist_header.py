@@ -179,12 +179,23 @@ def read_fragment_ids(buf: Buffer, offset: int, end: int) -> tuple[int, int, int
 
 
 @dataclass(slots=True)
-class _Partial:
+class Fragments:
+    """The fragments of one message, as they came; what the first one announced."""
+
     expected: int  # the FragmentId that must come next
     refs: list[Atom]
     chunks: list[Buffer]
     size: int
-    binary: int  # bytes of binary contents, as its first fragment says (term_scan)
+    #: bytes of binary contents, as the first fragment says (term_scan)
+    binary: int = 0
+    #: where in the message the BINARY_EXT begins that the first fragment ends inside, and
+    #: its length (-1, 0: none)
+    tail_at: int = -1
+    tail_size: int = 0
+
+    def joined(self) -> bytes:
+        """The whole message."""
+        return b"".join(self.chunks)
 
 
 class FragmentAssembler:
@@ -199,7 +210,7 @@ class FragmentAssembler:
     def __init__(self, *, max_bytes: int, max_sequences: int) -> None:
         self._max_bytes = max_bytes
         self._max_sequences = max_sequences
-        self._partials: dict[int, _Partial] = {}
+        self._partials: dict[int, Fragments] = {}
         self._held = 0
 
     @property
@@ -227,9 +238,9 @@ class FragmentAssembler:
         return (0, 0) if partial is None else (partial.size, partial.binary)
 
     def first(self, seq_id: int, frag_id: int, refs: list[Atom], chunk: Buffer,
-              binary: int = 0) -> None:
+              binary: int = 0, tail_at: int = -1, tail_size: int = 0) -> None:
         """Open sequence ``seq_id`` with its first fragment (``frag_id`` > 1 pieces), which
-        announces ``binary`` bytes of binaries."""
+        announces ``binary`` bytes of binaries (see :class:`Fragments` for the tail)."""
         if seq_id in self._partials:
             raise RemoteProtocolError(f"fragment sequence {seq_id} is already open")
         if len(self._partials) >= self._max_sequences:
@@ -237,11 +248,12 @@ class FragmentAssembler:
                 f"fragment sequence {seq_id} refused: {self._max_sequences} already open"
             )
         self._check_room(seq_id, len(chunk))
-        self._partials[seq_id] = _Partial(frag_id - 1, refs, [chunk], len(chunk), binary)
+        self._partials[seq_id] = Fragments(frag_id - 1, refs, [chunk], len(chunk), binary,
+                                           tail_at, tail_size)
         self._held += len(chunk)
 
-    def add(self, seq_id: int, frag_id: int, chunk: Buffer) -> tuple[bytes, list[Atom]] | None:
-        """Append a continuation fragment; the whole message and its refs after the last."""
+    def add(self, seq_id: int, frag_id: int, chunk: Buffer) -> Fragments | None:
+        """Append a continuation fragment; all of the message's after the last."""
         partial = self._partials.get(seq_id)
         if partial is None:
             raise RemoteProtocolError(
@@ -264,7 +276,7 @@ class FragmentAssembler:
             partial.expected = frag_id - 1
             return None
         self.discard(seq_id)
-        return b"".join(partial.chunks), partial.refs
+        return partial
 
     def _check_room(self, seq_id: int, size: int) -> None:
         if self._held + size > self._max_bytes:

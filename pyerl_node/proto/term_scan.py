@@ -13,14 +13,17 @@ a tag it does not skip (a compressed term, a bad byte: the decoder will say what
 
 Bytes that a binary's header claims are never parsed as terms by the decoder either, so a
 peer cannot make a message look cheaper than its decoding is; the caller bounds the count by
-the message's real size.
+the message's real size. The walk reads term headers the way the decoder does, so when the
+bytes up to the binary that reaches past ``end`` decode, they decode to the same terms,
+whatever binary follows (what the connection relies on to join a big binary straight out
+of its fragments).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NamedTuple
 
 from pyerl_node.proto.etf import (
     ATOM,
@@ -84,10 +87,23 @@ def _atom_end(buf: bytes, pos: int) -> int:
     return -1
 
 
-def binary_bytes(buf: bytes, pos: int, end: int, budget: int = BUDGET) -> int:
-    """The total length of the binaries whose headers lie among the first ``budget`` terms
-    encoded in ``buf[pos:end]`` (a binary's body may reach past ``end``)."""
+class Binaries(NamedTuple):
+    """What :func:`scan_binaries` found."""
+
+    #: the total length of the binaries
+    size: int
+    #: the offset of the tag of the ``BINARY_EXT`` whose body reaches past the bytes given
+    #: (where the walk ended), -1 if none does
+    last_at: int
+    #: that binary's length
+    last_size: int
+
+
+def scan_binaries(buf: bytes, pos: int, end: int, budget: int = BUDGET) -> Binaries:
+    """The binaries whose headers lie among the first ``budget`` terms encoded in
+    ``buf[pos:end]``: their total length, and the one whose body reaches past ``end``."""
     found = 0
+    at = last = -1
     try:
         while pos < end and budget > 0:
             budget -= 1
@@ -96,10 +112,15 @@ def binary_bytes(buf: bytes, pos: int, end: int, budget: int = BUDGET) -> int:
             if fixed is not None:
                 pos += 1 + fixed
             elif tag == BINARY:
+                if pos + 5 > end:
+                    break  # (its length lies past the bytes given)
                 size = _U32(buf, pos + 1)[0]
                 found += size
+                at, last = pos, size
                 pos += 5 + size
             elif tag == BIT_BINARY:
+                if pos + 6 > end:
+                    break
                 size = _U32(buf, pos + 1)[0]
                 found += size
                 pos += 6 + size
@@ -133,4 +154,6 @@ def binary_bytes(buf: bytes, pos: int, end: int, budget: int = BUDGET) -> int:
                 break
     except (IndexError, struct.error):
         pass  # a header cut by ``buf``'s end: what was found so far
-    return found
+    if pos > end and at >= 0 and pos == at + 5 + last:  # (the walk ended in this binary)
+        return Binaries(found, at, last)
+    return Binaries(found, -1, 0)
