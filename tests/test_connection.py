@@ -7,6 +7,7 @@ the BEAM disconnects; the fuzzing of it is in test_fuzz_connection.py).
 from __future__ import annotations
 
 import glob
+import itertools
 import random
 import zlib
 from pathlib import Path
@@ -934,6 +935,58 @@ def test_a_message_ending_in_a_big_binary_is_never_joined_whole(
     receiver = conn(FULL)
     assert receiver.receive_data(stream, 0.0) == [msg]
     assert receiver.receive_data(stream, 0.0) == [msg]  # (its control message remembered)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=150_000), min_size=1, max_size=8))
+def test_fragments_cut_by_reads_anywhere_are_kept_unjoined(sizes: list[int]) -> None:
+    # Reads that end inside fragments: a continuation fragment in two pieces goes to the
+    # assembler as two pieces; a big binary still comes out unjoined, the rest as sent.
+    msgs: list[c.ControlMessage] = [
+            c.RegSend(P1, Atom("inbox"), (Atom("tag"), bytes(range(256)) * 800)),
+            c.RegSend(P1, Atom("inbox"), [(Atom("row"), i) for i in range(20_000)]),
+            c.SendSender(P1, P2, 1)]
+    sender = conn(FULL, fragment_size=64 * 1024)
+    for msg in msgs:
+        sender.send(msg)
+    stream = bytes(sender.data_to_send()[0])
+    receiver, pos = conn(FULL), 0
+    events: list[Event] = []
+    joined: list[int] = []
+    whole = Fragments.joined
+
+    def counted(self: Fragments) -> bytes:
+        joined.append(self.size)
+        return whole(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Fragments, "joined", counted)
+        for size in itertools.cycle(sizes):
+            if pos >= len(stream):
+                break
+            events += receiver.receive_data(stream[pos:pos + size], 0.0)
+            pos += size
+    assert events == msgs
+    assert len(joined) == 1  # (the list: it does not end with a binary)
+
+
+def test_a_continuation_fragment_split_by_reads_is_not_joined(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    msg = c.RegSend(P1, Atom("inbox"), (Atom("tag"), bytes(300_000)))
+    stream = _fragmented(msg)
+    split: list[bool] = []
+    handed = Connection._continuation
+
+    def counted(self: Connection, pieces: list[Any], events: list[Event]) -> bool:
+        split.append(handed(self, pieces, events))
+        return split[-1]
+
+    monkeypatch.setattr(Connection, "_continuation", counted)
+    monkeypatch.setattr(Fragments, "joined", lambda self: pytest.fail("joined whole"))
+    receiver, events = conn(FULL), []
+    for pos in range(0, len(stream), 100_000):  # (fragments are 64 KiB: cut inside some)
+        events += receiver.receive_data(stream[pos:pos + 100_000], 0.0)
+    assert events == [msg] and split and all(split)
 
 
 @pytest.mark.parametrize("payload", [

@@ -234,7 +234,7 @@ class Connection:
         self._tick_period = net_ticktime / tick_intensity
         # Inbound: the received bytes of an incomplete packet (and how many bytes they must
         # reach before it can be complete: its whole length, or 4 while that is unknown).
-        self._pending: list[bytes] = []
+        self._pending: list[Buffer] = []
         self._pending_size = 0
         self._needed = 0
         self._atom_cache = AtomCache()
@@ -312,7 +312,7 @@ class Connection:
             pos = end
         return total, biggest
 
-    def _packet_weight(self, buf: bytes, start: int, end: int) -> int:
+    def _packet_weight(self, buf: Buffer, start: int, end: int) -> int:
         # (``end`` may lie past ``buf``: the packet's start is all there is of it)
         if (self._fragments and end - start >= _FRAGMENT_HEAD and buf[start] == VERSION
                 and buf[start + 1] in _FRAGMENT_KINDS):
@@ -363,8 +363,8 @@ class Connection:
         except RemoteProtocolError as exc:
             raise self._fail(_frame_error(exc, self.peer_node, events)) from None
         if pos < len(chunk):
-            # The start of a packet stays behind; only bytes of this read are copied.
-            tail = chunk[pos:] if pos else chunk
+            # The start of a packet stays behind (kept as _piece keeps a fragment).
+            tail = _piece(chunk, pos, len(chunk)) if pos else chunk
             self._pending = [tail]
             self._pending_size = len(tail)
             self._needed = 4 + _LENGTH.unpack_from(tail)[0] if len(tail) >= 4 else 4
@@ -374,28 +374,44 @@ class Connection:
         """Finish the packet whose start was kept, with the bytes of ``chunk`` it lacks.
 
         Returns the offset in ``chunk`` after them, or -1 if ``chunk`` did not complete it
-        (it is kept too then). Only that packet's bytes are joined, not the whole read.
+        (it is kept too then). Only that packet's bytes are joined, not the whole read, and a
+        continuation fragment's not at all.
         """
         pos = 0
         while True:
             missing = self._needed - self._pending_size
             if len(chunk) - pos < missing:
-                self._pending.append(chunk[pos:] if pos else chunk)
+                self._pending.append(_piece(chunk, pos, len(chunk)) if pos else chunk)
                 self._pending_size += len(chunk) - pos
                 return -1
-            self._pending.append(chunk[pos:pos + missing])
+            self._pending.append(_piece(chunk, pos, pos + missing))
             pos += missing
-            head = b"".join(self._pending)
             if self._needed == 4:  # the length was incomplete: now the packet's size is known
+                head = b"".join(self._pending)
                 (length,) = _LENGTH.unpack_from(head)
                 if length > self._max_packet:
                     self._check_length(length)
                 self._pending, self._pending_size, self._needed = [head], 4, 4 + length
                 if length:
                     continue
-            self._pending, self._pending_size = [], 0
-            self._packets(head, 0, events)
+            pieces, self._pending, self._pending_size = self._pending, [], 0
+            if not self._continuation(pieces, events):
+                self._packets(b"".join(pieces), 0, events)
             return pos
+
+    def _continuation(self, pieces: list[Buffer], events: list[Event]) -> bool:
+        """Hand a continuation fragment that came in pieces (the end of one read, the start
+        of the next) to the assembler as they are, unjoined; False, with nothing done, for
+        any other packet."""
+        first = pieces[0]
+        if not (self._fragments and len(first) >= 4 + _FRAGMENT_HEAD and first[4] == VERSION
+                and first[5] == DIST_FRAG_CONT):
+            return False
+        seq_id, frag_id, offset = read_fragment_ids(first, 6, len(first))
+        complete = self._assembler.add(seq_id, frag_id, memoryview(first)[offset:], *pieces[1:])
+        if complete is not None:
+            events.append(self._assembled(complete))
+        return True
 
     def _check_length(self, length: int) -> None:
         if length > self._max_packet:

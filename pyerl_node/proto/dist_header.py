@@ -252,8 +252,9 @@ class FragmentAssembler:
                                            tail_at, tail_size)
         self._held += len(chunk)
 
-    def add(self, seq_id: int, frag_id: int, chunk: Buffer) -> Fragments | None:
-        """Append a continuation fragment; all of the message's after the last."""
+    def add(self, seq_id: int, frag_id: int, chunk: Buffer, *more: Buffer) -> Fragments | None:
+        """Append a continuation fragment (``chunk``, or ``chunk`` and ``more`` when it came
+        in pieces); all of the message's after the last."""
         partial = self._partials.get(seq_id)
         if partial is None:
             raise RemoteProtocolError(
@@ -264,14 +265,16 @@ class FragmentAssembler:
             raise RemoteProtocolError(
                 f"fragment {frag_id} of sequence {seq_id} arrived, expected {partial.expected}"
             )
+        size = len(chunk) + sum(map(len, more))
         try:
-            self._check_room(seq_id, len(chunk))
+            self._check_room(seq_id, size)
         except RemoteProtocolError:
             self.discard(seq_id)
             raise
         partial.chunks.append(chunk)
-        partial.size += len(chunk)
-        self._held += len(chunk)
+        partial.chunks += more
+        partial.size += size
+        self._held += size
         if frag_id > 1:
             partial.expected = frag_id - 1
             return None
