@@ -990,6 +990,32 @@ def test_a_continuation_fragment_split_by_reads_is_not_joined(
 
 
 @pytest.mark.parametrize("payload", [
+    bytes(range(256)) * 1000,
+    (Atom("tag"), 0, bytes(300_000)),
+    (Atom("put"), [1, 2], (Atom("key"), (b"", bytes(200_000)))),
+    (Atom("small"), bytes(64 * 1024)),  # one fragment's worth: no fast path, same bytes
+])
+def test_a_message_ending_in_a_big_binary_is_cut_into_the_fragments_it_always_was(
+        payload: Any) -> None:
+    # Its start is encoded around an empty binary and the fragments are cut from that and
+    # the binary: byte for byte what encoding it whole and cutting that gives.
+    msgs: list[c.ControlMessage] = [
+        c.RegSend(P1, Atom("inbox"), payload), c.RegSend(P1, Atom("inbox"), payload),
+        c.AliasSend(P1, R, payload), c.SendSender(P1, P2, (1, payload))]
+    fast, whole = conn(FULL, fragment_size=64 * 1024), conn(FULL, fragment_size=64 * 1024)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(whole, "_ending_binary", lambda term: None)
+        for msg in msgs:
+            fast.send(msg)
+            whole.send(msg)
+            fast.send_message(P1, Atom("inbox"), payload)  # (the remembered frame start)
+            whole.send_message(P1, Atom("inbox"), payload)
+    stream = bytes(fast.data_to_send()[0])
+    assert stream == bytes(whole.data_to_send()[0])
+    assert len(conn(FULL).receive_data(stream, 0.0)) == 2 * len(msgs)
+
+
+@pytest.mark.parametrize("payload", [
     [bytes(200_000)],  # in a list: [] comes after it
     {Atom("k"): bytes(200_000)},  # in a map
     (bytes(200_000), 1),  # not the last term

@@ -516,11 +516,10 @@ class Connection:
             except RemoteProtocolError:
                 event = None  # (decoded whole below: that says what is wrong)
             if type(event) in _SENDS:
-                message = cast(Send, event).message
-                binary = b"".join([memoryview(done.chunks[0])[at + 5:], *done.chunks[1:]])
-                message = _with_last_binary(message, binary)
-                if message is not None:
-                    return replace(cast(Send, event), message=message)
+                chain, last = _tuple_chain(cast(Send, event).message)
+                if type(last) is bytes and not last:  # (the empty binary put in its place)
+                    binary = b"".join([memoryview(done.chunks[0])[at + 5:], *done.chunks[1:]])
+                    return replace(cast(Send, event), message=_with_last(chain, binary))
         data = done.joined()
         return self._decode_message(data, 0, len(data), done.refs)
 
@@ -615,6 +614,10 @@ class Connection:
             if self._header_mode:
                 out += _HEADER_FRAME_START
                 encode_into(ctrl, out)
+                split = None if payload is NO_PAYLOAD else self._ending_binary(payload)
+                if split is not None:
+                    self._append_fragments(start, *split)
+                    return
                 if payload is not NO_PAYLOAD:
                     encode_into(payload, out)
             else:
@@ -679,12 +682,54 @@ class Connection:
         out = self._out
         start = len(out)
         out += head
+        split = self._ending_binary(tail)
+        if split is not None:
+            self._append_fragments(start, *split)
+            return
         try:
             encode_into(tail, out)
         except BaseException:
             del out[start:]
             raise
         self._end_frame(start)
+
+    def _ending_binary(self, term: Term) -> tuple[Term, bytes] | None:
+        """``term`` with an empty binary in place of the binary it ends with, and that binary,
+        when it is bigger than a fragment; None otherwise."""
+        if not self._fragments:
+            return None
+        chain, last = _tuple_chain(term)
+        if type(last) is bytes and len(last) > self._fragment_size:
+            return _with_last(chain, b""), last
+        return None
+
+    def _append_fragments(self, start: int, tail: Term, binary: bytes) -> None:
+        # A message that ends with a big binary, as fragments: its start is encoded with an
+        # empty binary in the binary's place (then given the binary's length), and the
+        # fragments are cut out of that and the binary, which is copied once, into them.
+        out = self._out
+        try:
+            encode_into(tail, out)
+        except BaseException:
+            del out[start:]
+            raise
+        _LENGTH.pack_into(out, len(out) - 4, len(binary))
+        body_start = start + 4 + _NORMAL_HEADER_SIZE
+        prefix = bytes(out[body_start:])
+        del out[start:]
+        seq_id = self._next_seq_id
+        self._next_seq_id = (seq_id + 1) & 0xFFFFFFFFFFFFFFFF or 1
+        cut = len(prefix)
+        with memoryview(binary) as rest:
+            for header, begin, end in fragment_headers(seq_id, cut + len(binary),
+                                                       self._fragment_size):
+                out += _LENGTH.pack(len(header) + end - begin)
+                out += header
+                if begin < cut:
+                    out += prefix[begin:min(end, cut)]
+                if end > cut:
+                    out += rest[max(begin - cut, 0):end - cut]
+        self._sent_since_firing = True
 
     def _check_flags(self, msg: ControlMessage) -> None:
         required = _REQUIRED_FLAG.get(type(msg))
@@ -802,19 +847,22 @@ def _piece(buf: bytes, start: int, end: int) -> Buffer:
     return buf[start:end]
 
 
-def _with_last_binary(term: Term, binary: bytes) -> Term | None:
-    """``term`` with ``binary`` for its last leaf, the empty binary: for a binary or a tuple
-    whose last element is one, nested at any depth; None for any other shape."""
+def _tuple_chain(term: Term) -> tuple[list[tuple[Term, ...]], Term]:
+    """The tuples from ``term`` down through their last elements, and the last element of
+    the innermost one (``term`` itself when it is no tuple): where a message's big binary
+    sits when it ends the message."""
     chain: list[tuple[Term, ...]] = []
     while type(term) is tuple and term:
         chain.append(term)
         term = term[-1]
-    if type(term) is not bytes or term:
-        return None
-    result: Term = binary
+    return chain, term
+
+
+def _with_last(chain: list[tuple[Term, ...]], last: Term) -> Term:
+    """The term of ``chain`` (see :func:`_tuple_chain`) with ``last`` as its last element."""
     for outer in reversed(chain):
-        result = (*outer[:-1], result)
-    return result
+        last = (*outer[:-1], last)
+    return last
 
 
 def _format_error(expected: str, packet: bytes, other_format: int) -> RemoteProtocolError:
