@@ -30,11 +30,18 @@ with :class:`NetTickTimeout` if nothing at all was received for ``net_ticktime``
 peer is dropped between ``net_ticktime`` and one period later).
 
 Receiving does not copy packets. When a read holds whole packets they are decoded in
-place, by offset, from the ``bytes`` the runtime handed in. The start of a packet that is not
-complete yet is kept as a list of the reads it arrived in, which are joined once, when enough
-bytes for it have arrived: a big message arriving in many small reads costs linear time and
-one copy. Sending encodes straight into the outbound ``bytearray`` behind a placeholder length
-prefix that is filled in afterwards; a big message is cut into fragments in place.
+place, by offset, from the ``bytes`` the runtime handed in; a run of sends whose header and
+control message are remembered is decoded in one call (``control_memo.decode_sends``). The
+start of a packet that is not complete yet is kept as a list of the pieces of reads it
+arrived in, which are joined once, when enough bytes for it have arrived (a continuation
+fragment is not joined at all): a big message arriving in many small reads costs linear time
+and one copy. A fragmented message that ends with a big binary, as big messages do, has that
+binary joined straight out of its fragments (its first fragment says where it starts,
+:mod:`~pyerl_node.proto.term_scan`) and the rest decoded around an empty binary.
+
+Sending encodes straight into the outbound ``bytearray`` behind a placeholder length prefix
+that is filled in afterwards; a big message is cut into fragments in place, and one that
+ends with a big binary is cut from its encoded start and the binary, which is copied once.
 """
 
 from __future__ import annotations
@@ -682,10 +689,13 @@ class Connection:
         out = self._out
         start = len(out)
         out += head
-        split = self._ending_binary(tail)
-        if split is not None:
-            self._append_fragments(start, *split)
-            return
+        # (a look at the last element first: this runs for every message of a stream)
+        last = tail[-1] if type(tail) is tuple and tail else tail
+        if type(last) is tuple or (type(last) is bytes and len(last) > self._fragment_size):
+            split = self._ending_binary(tail)
+            if split is not None:
+                self._append_fragments(start, *split)
+                return
         try:
             encode_into(tail, out)
         except BaseException:
@@ -698,10 +708,13 @@ class Connection:
         when it is bigger than a fragment; None otherwise."""
         if not self._fragments:
             return None
-        chain, last = _tuple_chain(term)
-        if type(last) is bytes and len(last) > self._fragment_size:
-            return _with_last(chain, b""), last
-        return None
+        last = term
+        while type(last) is tuple and last:  # (the test alone first: on every send)
+            last = last[-1]
+        if type(last) is not bytes or len(last) <= self._fragment_size:
+            return None
+        chain, _ = _tuple_chain(term)
+        return _with_last(chain, b""), last
 
     def _append_fragments(self, start: int, tail: Term, binary: bytes) -> None:
         # A message that ends with a big binary, as fragments: its start is encoded with an

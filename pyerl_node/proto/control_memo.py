@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, Generic, TypeVar
 
 from pyerl_node.proto import etf
+from pyerl_node.proto.dist_header import DIST_HEADER
 from pyerl_node.proto.errors import DecodeError
 from pyerl_node.proto.etf import COMPRESSED, SMALL_TUPLE, VERSION, decode_from
 from pyerl_node.proto.native import load as load_native
@@ -86,7 +87,6 @@ def head_end(buf: bytes, offset: int, refs: list[Atom]) -> int | None:
     return pos
 
 
-_DIST_HEADER: Final = 68
 _U32 = struct.Struct(">I").unpack_from
 _NO_REFS: Final[list[Atom]] = []  # (what a header without references stands for; not mutated)
 
@@ -116,7 +116,7 @@ def decode_sends(buf: bytes, pos: int, events: list[Any],
         start, end = pos + 4, pos + 4 + length
         if length > limit or length < 4 or end > total:
             break
-        if buf[start] != VERSION or buf[start + 1] != _DIST_HEADER:
+        if buf[start] != VERSION or buf[start + 1] != DIST_HEADER:
             break
         count = buf[start + 2]
         if count:
