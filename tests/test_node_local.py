@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -276,6 +278,26 @@ async def test_each_call_times_out_at_its_own_deadline(pair: tuple[Node, Node]) 
         assert timeout - 0.01 <= took < timeout + 0.5, (timeout, took)
     assert await answered == (Atom("echo"), Atom("slow"))  # (its own deadline is far off)
     assert len(silent.mailbox) == len(timeouts)  # the requests got there
+
+
+async def test_calls_past_their_deadlines_fail_in_deadline_order_after_a_late_loop() -> None:
+    loop = asyncio.get_running_loop()
+    deadlines = gen._Deadlines()
+    failed: list[float] = []
+
+    def note(timeout: float) -> Callable[[asyncio.Future[Term]], None]:
+        def done(waiter: asyncio.Future[Term]) -> None:
+            assert isinstance(waiter.exception(), gen._ExpiredError)
+            failed.append(timeout)
+        return done
+
+    for timeout in (0.03, 0.01, 0.05, 0.02):
+        waiter: asyncio.Future[Term] = loop.create_future()
+        waiter.add_done_callback(note(timeout))
+        deadlines.add(waiter, timeout)
+    time.sleep(0.1)  # the loop is late: every deadline passed before its timer runs
+    await asyncio.sleep(0.01)
+    assert failed == [0.01, 0.02, 0.03, 0.05]
 
 
 async def test_a_finished_call_leaves_no_monitor_behind(pair: tuple[Node, Node]) -> None:

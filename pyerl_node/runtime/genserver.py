@@ -116,7 +116,9 @@ class _Deadlines:
         now = loop.time() + _EARLY
         self._timer, self._at = None, math.inf
         due = self._due
-        for waiter in [w for w, at in due.items() if at <= now]:
+        # (in the order of their deadlines, also when the loop was late for several)
+        expired = sorted((at, n, w) for n, (w, at) in enumerate(due.items()) if at <= now)
+        for _, _, waiter in expired:
             del due[waiter]
             if not waiter.done():
                 waiter.set_exception(_ExpiredError())
