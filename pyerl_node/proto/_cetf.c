@@ -964,10 +964,11 @@ static PyObject *c_decode_sends(PyObject *self, PyObject *const *args, Py_ssize_
     if ((pos == -1 || limit == -1) && PyErr_Occurred()) {
         return NULL;
     }
-    if (pos < 0 || depth_arg(NULL, &depth)) {
+    if (pos < 0) {
         PyErr_SetString(PyExc_ValueError, "decode_sends: a negative offset");
         return NULL;
     }
+    depth_arg(NULL, &depth); /* (the default: it cannot fail) */
     while (total - pos >= 4) {
         Py_ssize_t length = (Py_ssize_t)be32(b + pos);
         if (length == 0) {
