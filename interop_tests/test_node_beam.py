@@ -275,6 +275,39 @@ async def test_big_messages_both_ways_are_fragmented_and_intact(
     assert await beam_side == f"{{{size},true}}"
 
 
+async def test_messages_of_every_shape_around_a_big_binary_go_both_ways_intact(
+    otp_release: str, beam_node: BeamNodeFactory, py: Node
+) -> None:
+    # A binary that ends the message (joined straight out of the fragments on the way in,
+    # cut with the fragments on the way out), one that does not, nested ones, 1 MiB (decoded
+    # on the loop) and 40 MiB (in a worker thread), each echoed back and compared by the
+    # BEAM; between them, streams of small sends and of gen calls (remembered control
+    # messages and MONITOR_P heads).
+    beam = beam_node(otp_release)
+    start_server(py, Echo(), name="shape_echo")
+    box = py.mailbox(name="shapes")
+    p = py.node_atom.name
+    beam_side = asyncio.create_task(beam.eval_async(
+        "B = binary:copy(<<\"0123456789abcdef\">>, 65536), Big = binary:copy(B, 40),"
+        "Shapes = [B, {tag, B}, {tag, 7, B}, {a, {b, {c, B}}}, {B, tail}, [B], #{k => B},"
+        "          {tag, <<B/binary, 1:3>>}, {tag, Big}, {tag, Big, tail}],"
+        f"Ok = [begin {{shapes, '{p}'}} ! {{self(), S}},"
+        "        [{shapes, '" + p + "'} ! {self(), {small, N}} || N <- lists:seq(1, 200)],"
+        "        R = receive {back, X} -> X =:= S after 60000 -> timeout end,"
+        f"        Calls = [gen_server:call({{shape_echo, '{p}'}}, N) || N <- lists:seq(1, 20)],"
+        "        {R, Calls =:= [{echo, N} || N <- lists:seq(1, 20)]}"
+        "      end || S <- Shapes],"
+        "lists:usort(Ok)",
+        timeout=180,
+    ))
+    for _ in range(10):
+        sender, shape = await box.receive(timeout=120)
+        small = [await box.receive(timeout=30) for _ in range(200)]
+        assert small == [(sender, (Atom("small"), n)) for n in range(1, 201)]
+        await py.send(sender, (Atom("back"), shape))
+    assert await beam_side == "[{true,true}]"
+
+
 async def test_simultaneous_connect_ends_in_one_connection(
     otp_release: str, beam_node: BeamNodeFactory, py: Node
 ) -> None:
