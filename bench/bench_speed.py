@@ -1,13 +1,16 @@
 """The Python node against the BEAM, compiled codec core and pure Python side by side (issue #16).
 
 ``python -m bench.bench_speed [--runs 3] [--otp 25] [--uvloop] [--quick]`` prints one table:
-metric | unit | BEAM | pure | compiled [| compiled+uvloop] | the ratios to the BEAM.
+metric | unit | BEAM | pure | compiled [| compiled+uvloop | compiled+uvloop+malloc] | the ratios
+to the BEAM. The last column is what ``pyerl-node run`` runs: uvloop, and glibc's malloc
+thresholds raised by ``pyerl_node.tune_malloc``.
 
 How it works: each path runs in a process of its own, because which codec runs is fixed when
 the package is first imported: ``PYERL_NODE_PURE=1`` for the pure path, nothing for the
 compiled one (which must be built: ``pip install .`` with a C compiler), and the compiled one
-on uvloop's event loop with ``--uvloop``. One run of a path is ``--worker``: it measures, in
-one process, everything below with its BEAM twin started by that run, and prints JSON. The
+on uvloop's event loop, without and then with ``tune_malloc``, with ``--uvloop``. One run of a
+path is ``--worker``: it measures, in one process, everything below with its BEAM twin
+started by that run, and prints JSON. The
 paths' runs alternate (pure, compiled, pure, ...) so that a burst of load from elsewhere on
 the machine hits one run of each rather than all runs of one; the table shows the median of
 the ``--runs`` runs and their spread (min-max), the BEAM column the median over all runs.
@@ -58,6 +61,7 @@ from pyerl_node.node import Node
 from pyerl_node.proto import etf
 from pyerl_node.proto.native import PURE_ENV
 from pyerl_node.proto.terms import Atom
+from pyerl_node.runtime.malloc_tuning import tune_malloc
 
 ERL_MODULE = r"""
 -module(pyerl_speed).
@@ -271,6 +275,8 @@ async def worker_async(release: str, quick: bool, beam_codec: dict[str, tuple[fl
 
 def worker(args: argparse.Namespace) -> None:
     beam_codec = {name: (float(e), float(d)) for name, (e, d) in json.loads(args.beam_codec)}
+    if args.tune_malloc and not tune_malloc():
+        raise SystemExit("tune_malloc did not apply (not glibc, or MALLOC_*_THRESHOLD_ set)")
     run = worker_async(args.otp, args.quick, beam_codec)
     if args.loop == "uvloop":
         import uvloop
@@ -292,6 +298,7 @@ class Column:
     label: str
     pure: bool
     loop: str
+    malloc: bool = False  # tune_malloc first
 
 
 def run_path(path: Column, args: argparse.Namespace, beam_codec: str) -> list[Metric]:
@@ -299,7 +306,8 @@ def run_path(path: Column, args: argparse.Namespace, beam_codec: str) -> list[Me
     if path.pure:
         env[PURE_ENV] = "1"
     command = [sys.executable, "-m", "bench.bench_speed", "--worker", "--otp", args.otp,
-               "--loop", path.loop, "--beam-codec", beam_codec, *(["--quick"] * args.quick)]
+               "--loop", path.loop, "--beam-codec", beam_codec, *(["--quick"] * args.quick),
+               *(["--tune-malloc"] * path.malloc)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600,
                           check=False)
     if done.returncode != 0:
@@ -364,10 +372,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="BEAM release of the messaging twins (default 25)")
     parser.add_argument("--codec-otp", default="28", choices=OTP_RELEASES,
                         help="BEAM release of the codec twin (default 28)")
-    parser.add_argument("--uvloop", action="store_true", help="also compiled on uvloop")
+    parser.add_argument("--uvloop", action="store_true",
+                        help="also compiled on uvloop, without and with tune_malloc")
     parser.add_argument("--quick", action="store_true", help="smaller runs")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--loop", default="asyncio", help=argparse.SUPPRESS)
+    parser.add_argument("--tune-malloc", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--beam-codec", default="[]", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -375,7 +385,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     paths = [Column("pure", True, "asyncio"), Column("compiled", False, "asyncio")]
     if args.uvloop:
-        paths.append(Column("compiled+uvloop", False, "uvloop"))
+        paths += [Column("compiled+uvloop", False, "uvloop"),
+                  Column("compiled+uvloop+malloc", False, "uvloop", malloc=True)]
     samples = {name: etf.encode(term) for name, term in bench_codec.workloads().items()
                if name in CODEC_WORKLOADS}
     runs: dict[str, list[list[Metric]]] = {p.label: [] for p in paths}

@@ -45,6 +45,7 @@ from pyerl_node.proto.terms import (
     set_atom_limit,
 )
 from pyerl_node.runtime.flush import Flush
+from pyerl_node.runtime.malloc_tuning import tune_malloc
 from pyerl_node.runtime.process import Process
 
 try:
@@ -96,4 +97,5 @@ __all__ = [
     "compiled",
     "set_atom_limit",
     "start_server",
+    "tune_malloc",
 ]

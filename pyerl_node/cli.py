@@ -8,7 +8,10 @@ daemon (the Python one) when nothing listens on the EPMD port. The cookie defaul
 
 ``run`` drives the node on uvloop's event loop when uvloop is installed (``pip install
 pyerl-node[speed]``: faster socket I/O and timers), on asyncio's own loop otherwise, or when
-``--no-uvloop`` or ``PYERL_NODE_LOOP=asyncio`` asks for it; its first line says which loop runs.
+``--no-uvloop`` or ``PYERL_NODE_LOOP=asyncio`` asks for it. It also raises glibc's malloc
+thresholds so that big messages reuse freed pages (``pyerl_node.tune_malloc``; not with
+``--no-tune-malloc``, nor when the environment sets them). Its first line says which loop runs
+and whether malloc is tuned.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pyerl_node.proto.names import make_node_name
 from pyerl_node.proto.term_syntax import TermSyntaxError, format_term, parse
 from pyerl_node.proto.terms import Atom, Term, set_atom_limit
 from pyerl_node.runtime import epmd_client
+from pyerl_node.runtime.malloc_tuning import tune_malloc
 
 log = logging.getLogger("pyerl_node.cli")
 
@@ -109,13 +113,14 @@ async def _run(args: argparse.Namespace) -> int:
         if args.atom_limit < 1:
             raise SystemExit("pyerl-node: --atom-limit must be a positive count")
         set_atom_limit(args.atom_limit)
+    tuned = not args.no_tune_malloc and tune_malloc()
     node = _make_node(args, _node_name(args, "py", long=False))
     _expose_all(node, args.expose)
     await node.start()
     loop_name = "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") \
         else "asyncio"
     print(f"pyerl_node {node.node_atom.name} listening on port {node.port} ({loop_name} "
-          "event loop)", flush=True)
+          f"event loop{', malloc tuned' if tuned else ''})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -213,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-uvloop", action="store_true",
                      help=f"asyncio's own event loop even if uvloop is installed "
                           f"(also {LOOP_ENV}=asyncio)")
+    run.add_argument("--no-tune-malloc", action="store_true",
+                     help="keep glibc's malloc thresholds (run raises them so that big "
+                          "messages reuse freed pages)")
     run.set_defaults(handler=_run, loop_choice=True)
 
     ping = sub.add_parser("ping", help="ping a node: prints pong or pang")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pyerl_node.proto.terms import Atom
+from pyerl_node.runtime import malloc_tuning
 from pyerl_node.sync import Node
 from tests.conftest import free_port
 
@@ -62,6 +63,9 @@ def test_cli_run_ping_names_and_sigterm(tmp_path: Path) -> None:
         assert server.stdout is not None
         line = server.stdout.readline()
         assert f"pyerl_node {name} listening" in line
+        # run tunes glibc's malloc unless the environment chose (tests/test_malloc_tuning.py)
+        assert line.rstrip().endswith(", malloc tuned)") is (
+            malloc_tuning._glibc() is not None and malloc_tuning._user_chose() is None)
         ping = subprocess.run(
             [sys.executable, "-m", "pyerl_node", "ping", name, "--cookie", "k"],
             env=env, capture_output=True, text=True, timeout=30, check=False,
@@ -88,10 +92,11 @@ def test_cli_cookie_defaults_to_erlang_cookie_file(tmp_path: Path) -> None:
     port = free_port()
     env = os.environ | {"ERL_EPMD_PORT": str(port), "HOME": str(tmp_path)}
     name = f"ck{secrets.token_hex(3)}@127.0.0.1"
-    server = _cli("run", "--embedded-epmd", "--name", name, env=env, log=tmp_path / "log")
+    server = _cli("run", "--embedded-epmd", "--name", name, "--no-tune-malloc", env=env,
+                  log=tmp_path / "log")
     try:
         assert server.stdout is not None
-        server.stdout.readline()
+        assert server.stdout.readline().rstrip().endswith(" event loop)")
         deadline = time.monotonic() + 30
         ping = subprocess.run(
             [sys.executable, "-m", "pyerl_node", "ping", name, "--cookie", "fromfile"],
